@@ -1,0 +1,31 @@
+# Chaussettes.io: `make demo` runs the pipeline, `make test` runs the tests.
+# Both set everything up first (a .venv with the pinned requirements, the jars); nothing else to install.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DURATION ?= 60
+
+.PHONY: setup prereqs test demo clean
+
+setup: $(VENV)/.installed
+
+prereqs:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python 3.10+ is needed, $(PYTHON) is " + sys.version.split()[0] + " (set PYTHON=/path/to/python3.x)")'
+	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is needed and 'java' is not on the PATH (install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
+	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "error: Java 17+ is needed, found " $$2 " (set JAVA_HOME / PATH to a JDK 17+)" > "/dev/stderr"; exit 1 } }'
+
+# The stamp depends on requirements.txt, so a changed pin reinstalls and an unchanged one is a no-op.
+$(VENV)/.installed: requirements.txt | prereqs
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	@bash complet/demo.sh $(DURATION)
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
