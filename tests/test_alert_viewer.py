@@ -1,0 +1,108 @@
+"""finale/alert_viewer.py: deduplication by alert_id against a real broker, and the table rendering."""
+import json
+import subprocess
+import sys
+import uuid
+
+from conftest import ROOT, load_module
+
+viewer = load_module("finale", "alert_viewer")
+
+
+def alert(alert_id, entity_type, entity, requests, errors, emitted_at, severity="warning",
+          window=("2026-11-28T09:00:00.000Z", "2026-11-28T09:00:30.000Z")):
+    return {"alert_id": alert_id, "rule": "error_rate_above_threshold", "entity_type": entity_type,
+            "entity": entity, "window_start": window[0], "window_end": window[1],
+            "requests": requests, "errors": errors, "error_rate": errors / requests,
+            "threshold": 0.05, "thresholds_version": "v1", "severity": severity,
+            "emitted_at": emitted_at}
+
+
+A1 = alert("a", "ip", "10.0.0.1", 20, 10, "2026-11-28T09:00:21.000Z")
+A1_AGAIN = dict(A1, emitted_at="2026-11-28T09:00:25.000Z")  # a re-delivery: same content
+A2 = alert("a", "ip", "10.0.0.1", 40, 30, "2026-11-28T09:00:31.000Z", severity="critical")
+B1 = alert("b", "url", "/cart", 50, 9, "2026-11-28T09:00:22.000Z")
+C1 = alert("c", "global", "*", 1000, 120, "2026-11-28T09:00:40.000Z",
+           window=("2026-11-28T09:00:10.000Z", "2026-11-28T09:00:40.000Z"))
+
+
+def produce(bootstrap, topic, values):
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value in values:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        key = value["alert_id"].encode() if isinstance(value, dict) else None
+        producer.send(topic, key=key, value=raw)
+    producer.flush()
+    producer.close()
+
+
+def test_json_output_is_deduplicated_by_alert_id(kafka):
+    topic = f"alerts-{uuid.uuid4().hex[:12]}"
+    # C1 last: --max-alerts 3 stops on it, after every other record was read.
+    produce(kafka, topic, [A1, B1, A1_AGAIN, A2, b"not json", C1])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "finale" / "alert_viewer.py"), "--bootstrap-servers", kafka,
+         "--topic", topic, "--from-beginning", "--json", "--max-alerts", "3", "--timeout", "60"],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    # A1_AGAIN differs from A1 only by emitted_at: dropped. A2 is a newer version of "a": printed.
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [A1, B1, A2, C1]
+    assert "skipped a record that is not a JSON object" in result.stderr
+
+
+def test_table_keeps_the_latest_version_newest_first(kafka):
+    topic = f"alerts-{uuid.uuid4().hex[:12]}"
+    produce(kafka, topic, [A1, B1, A2])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "finale" / "alert_viewer.py"), "--bootstrap-servers", kafka,
+         "--topic", topic, "--from-beginning", "--max-alerts", "2", "--timeout", "60"],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    # Not a terminal: a plain table after a header line, no colour codes.
+    assert result.stdout.splitlines()[1:] == viewer.render_table([A2, B1]).splitlines()
+    assert "\033[" not in result.stdout
+
+
+def test_alert_book_latest_version_wins():
+    book = viewer.AlertBook()
+    assert [book.add(a) for a in (A1, B1, A1_AGAIN, A2, C1)] == [True, True, False, True, True]
+    assert book.newest_first() == [C1, A2, B1]
+
+
+def test_render_table():
+    expected = (
+        "EMITTED   SEVERITY  SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS   RATE  THRESHOLD\n"
+        "09:00:40  warning   global  *         09:00:10-09:00:40      1000     120  12.0%       5.0%\n"
+        "09:00:31  critical  ip      10.0.0.1  09:00:00-09:00:30        40      30  75.0%       5.0%"
+    )
+    assert viewer.render_table([C1, A2]) == expected
+    coloured = viewer.render_table([C1, A2], colour=True)
+    assert "\033[1;31mcritical\033[0m" in coloured and "\033[33mwarning \033[0m" in coloured
+    assert viewer.render_table([C1, A2], max_rows=1) == (
+        viewer.render_table([C1]) + "\n... 1 older alert(s) not shown")
+
+
+def test_bad_flag_is_one_line_and_status_2():
+    result = subprocess.run([sys.executable, str(ROOT / "finale" / "alert_viewer.py"),
+                             "--max-alerts", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith("--max-alerts must be >= 1, got 0")
+
+
+def test_unreachable_broker_is_one_line_and_status_1():
+    from conftest import free_port
+
+    result = subprocess.run([sys.executable, str(ROOT / "finale" / "alert_viewer.py"),
+                             "--bootstrap-servers", f"localhost:{free_port()}", "--timeout", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: no Kafka broker answers at localhost:")
