@@ -1,0 +1,467 @@
+"""Stage 3: Kafka in, alerts out. Error-rate alerts per IP, per URL and overall, in real time.
+
+Run (the broker and its topics first, see local_kafka.py):
+
+    python finale/local_kafka.py start
+    python finale/spark_streaming_analyzer.py [--thresholds .state/finale/thresholds.json]
+    python finale/log_generator.py --rate 100 --incident ip@30+60     # another terminal
+    python finale/alert_viewer.py                                     # another terminal
+
+Two streaming queries read the topic `http-logs` (one Apache access-log line per record):
+
+- `dead-letters`: lines that do not parse go to `http-logs-dlq`, value = the original line, headers
+  `reason` (why) and `source` (topic); they never stop the job and never hide the good lines.
+- `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
+  three scopes (global, ip, url) in one stateful aggregation (alerting.entity_window_counts, update
+  mode); each micro-batch keeps the windows whose error rate is significantly above the threshold
+  (alerting.alerts) and writes them to `alerts`, key = alert_id, value = the alert as JSON.
+
+The thresholds file (threshold_job.py's output) is re-read when its mtime changes; without a file the
+documented defaults of alerting.py apply. Each query has its own checkpoint folder under --checkpoint:
+a restarted analyzer resumes where it stopped, and since alert ids are deterministic a re-emitted alert
+replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from pyspark.sql import DataFrame, SparkSession, functions as F  # noqa: E402
+from pyspark.sql.streaming import DataStreamWriter  # noqa: E402
+
+from access_log import parse_access_log  # noqa: E402
+from alerting import (ALERT_COLUMNS, DEFAULT_THRESHOLDS_PATH, alerts,  # noqa: E402
+                      entity_window_counts, read_thresholds, thresholds_frame)
+
+ROOT = HERE.parent
+DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+DEFAULT_CHECKPOINT = ROOT / ".state" / "finale" / "checkpoints"
+DEFAULT_THRESHOLDS = ROOT / DEFAULT_THRESHOLDS_PATH
+DURATION = re.compile(r"^\s*\d+\s*(milliseconds?|seconds?|minutes?|hours?|days?)\s*$", re.IGNORECASE)
+UNIT_SECONDS = {"millisecond": 0.001, "second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+# A batch function: (micro-batch DataFrame, batch id) -> None, as foreachBatch calls it.
+BatchSink = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The analysis parameters (not the wiring)."""
+    window: str = "30 seconds"
+    slide: str = "10 seconds"
+    watermark: str = "10 seconds"
+    min_requests: int = 5
+    min_errors: int = 3
+    z: float = 3.0
+    thresholds_path: Path = DEFAULT_THRESHOLDS
+
+
+# ------------------------------------------------------------------------------------------------
+# Analysis: typed DataFrame -> DataFrame functions (the rest of this file only wires them)
+# ------------------------------------------------------------------------------------------------
+
+def log_lines(records: DataFrame) -> DataFrame:
+    """Kafka records (or any frame with a string/binary `value`) -> one string column `value`."""
+    return records.select(F.col("value").cast("string").alias("value"))
+
+
+def dead_letters(parsed: DataFrame) -> DataFrame:
+    """The malformed rows of parse_access_log's output: the original line and why it was rejected."""
+    return (
+        parsed
+        .where(F.col("malformed"))
+        .select(
+            "value",
+            F.when(F.col("value").isNull(), F.lit("empty record"))
+            .when(F.trim(F.col("value")) == "", F.lit("empty line"))
+            .otherwise(F.lit("not an Apache access-log line (common/combined format with a valid "
+                             "[dd/MMM/yyyy:HH:mm:ss Z] timestamp)"))
+            .alias("reason"),
+        )
+    )
+
+
+def alert_records(alerts_batch: DataFrame) -> DataFrame:
+    """Alerts -> Kafka records: key = alert_id, value = every field + emitted_at as one JSON object."""
+    return alerts_batch.select(
+        F.col("alert_id").alias("key"),
+        F.to_json(F.struct(*ALERT_COLUMNS, "emitted_at")).alias("value"),
+    )
+
+
+def dead_letter_records(dead: DataFrame, source_topic: str) -> DataFrame:
+    """Dead letters -> Kafka records: value = the line unchanged (replayable), why in the headers."""
+    return dead.select(
+        F.col("value"),
+        F.array(
+            F.struct(F.lit("reason").alias("key"), F.encode("reason", "UTF-8").alias("value")),
+            F.struct(F.lit("source").alias("key"), F.encode(F.lit(source_topic), "UTF-8").alias("value")),
+        ).alias("headers"),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Wiring: sources, sinks, queries
+# ------------------------------------------------------------------------------------------------
+
+def kafka_source(spark: SparkSession, bootstrap_servers: str, topic: str, starting_offsets: str,
+                 max_offsets_per_trigger: int | None) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap_servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        # Records removed by retention before they were read are skipped with a warning rather
+        # than stopping the analyzer: an alerting job must keep running.
+        .option("failOnDataLoss", "false")
+    )
+    if max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    return reader.load()
+
+
+def kafka_sink(bootstrap_servers: str, topic: str,
+               to_records: Callable[[DataFrame], DataFrame]) -> BatchSink:
+    """A foreachBatch sink writing `to_records(batch)` (key/value/headers columns) to a Kafka topic."""
+    def write(batch: DataFrame, batch_id: int) -> None:
+        (to_records(batch).write.format("kafka")
+         .option("kafka.bootstrap.servers", bootstrap_servers)
+         .option("topic", topic)
+         .save())
+    return write
+
+
+class Thresholds:
+    """The thresholds file, re-read when its mtime changes (a cheap hot reload between batches)."""
+
+    def __init__(self, path: Path, log: Callable[[str], None] = print):
+        self.path, self.log = Path(path), log
+        self.mtime: float | None = -1.0
+        self.frame: DataFrame | None = None
+        self.version: str | None = None
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def current(self, spark: SparkSession) -> tuple[DataFrame, str | None]:
+        mtime = self._mtime()
+        if mtime != self.mtime or self.frame is None:
+            try:
+                data = read_thresholds(self.path)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                if self.frame is None:
+                    raise
+                # A half-written or broken file must not stop the analyzer: keep the last good one.
+                self.log(f"warning: thresholds not reloaded, keeping version {self.version}: {error}")
+                self.mtime = mtime
+                return self.frame, self.version
+            frame = thresholds_frame(spark, data).cache()
+            if self.frame is not None:
+                self.frame.unpersist()
+                self.log(f"thresholds reloaded from {self.path}: version {data.get('version')}")
+            self.frame, self.version, self.mtime = frame, data.get("version"), mtime
+        return self.frame, self.version
+
+
+class AlertBatch:
+    """foreachBatch of the alerts query: updated window counts -> alerts -> sink."""
+
+    def __init__(self, settings: Settings, alert_sink: BatchSink,
+                 counts_sink: BatchSink | None = None, log: Callable[[str], None] = print):
+        self.settings, self.alert_sink, self.counts_sink = settings, alert_sink, counts_sink
+        self.thresholds = Thresholds(settings.thresholds_path, log)
+        self.stats: dict[int, tuple[int, int]] = {}  # batch id -> (window rows updated, alerts out)
+
+    def __call__(self, counts_batch: DataFrame, batch_id: int) -> None:
+        spark = counts_batch.sparkSession
+        threshold_rows, version = self.thresholds.current(spark)
+        # Persisted: the batch is used two or three times (count, alerts, optional capture) and
+        # must not run the stateful aggregation again for each.
+        counts_batch = counts_batch.persist()
+        try:
+            updated = counts_batch.count()
+            if self.counts_sink is not None:
+                self.counts_sink(counts_batch, batch_id)
+            fired = (
+                alerts(counts_batch, threshold_rows, self.settings.min_requests,
+                       self.settings.min_errors, self.settings.z, thresholds_version=version)
+                .withColumn("emitted_at", F.current_timestamp())
+                .persist()
+            )
+            try:
+                out = fired.count()
+                if out:
+                    self.alert_sink(fired, batch_id)
+            finally:
+                fired.unpersist()
+        finally:
+            counts_batch.unpersist()
+        self.stats[batch_id] = (updated, out)
+        if len(self.stats) > 1000:
+            self.stats.pop(min(self.stats))
+
+
+def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink: BatchSink,
+                  checkpoint: Path, trigger: dict, settings: Settings = Settings(),
+                  counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
+                  ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
+    """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert handler.
+
+    `source`: a streaming frame with a `value` column (Kafka records, or a memory/rate source in
+    tests). Sinks are foreachBatch functions; `trigger` is passed to DataStreamWriter.trigger
+    (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}); each query checkpoints in
+    its own sub-folder of `checkpoint`.
+    """
+    parsed = parse_access_log(log_lines(source))
+    dead_letter_writer = (
+        dead_letters(parsed).writeStream
+        .queryName("dead-letters")
+        .foreachBatch(dead_letter_sink)
+        .trigger(**trigger)
+        .option("checkpointLocation", str(Path(checkpoint) / "dead-letters"))
+    )
+    counts = entity_window_counts(
+        parsed.where(~F.col("malformed")).withWatermark("event_time", settings.watermark),
+        settings.window, settings.slide)
+    handler = AlertBatch(settings, alert_sink, counts_sink, log)
+    alert_writer = (
+        counts.writeStream
+        .queryName("alerts")
+        # update: a window is re-evaluated every time its counts change, so an incident alerts
+        # while the window is still open instead of after the watermark closes it.
+        .outputMode("update")
+        .foreachBatch(handler)
+        .trigger(**trigger)
+        .option("checkpointLocation", str(Path(checkpoint) / "alerts"))
+    )
+    return {"dead-letters": dead_letter_writer, "alerts": alert_writer}, handler
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+def duration_seconds(text: str) -> float:
+    number, unit = re.match(r"^\s*(\d+)\s*([a-z]+)", text.lower()).groups()
+    return int(number) * UNIT_SECONDS[unit.rstrip("s")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Kafka access logs -> error-rate alerts (topic alerts) and dead letters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
+        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    add("--topic", default="http-logs", help="input topic: one access-log line per record")
+    add("--alerts-topic", default="alerts", help="output topic of the alerts (key = alert_id)")
+    add("--dlq-topic", default="http-logs-dlq", help="output topic of the lines that do not parse")
+    add("--starting-offsets", default="latest", choices=("latest", "earliest"),
+        help="where a query without checkpoint starts reading (a checkpoint always wins)")
+    add("--max-offsets-per-trigger", type=int, default=None,
+        help="most records read per micro-batch (default: everything available)")
+    add("--window", default="30 seconds", help="sliding window length (Spark interval)")
+    add("--slide", default="10 seconds", help="sliding window step (Spark interval)")
+    add("--watermark", default="10 seconds",
+        help="how late (event time) a line may arrive and still be counted")
+    add("--trigger", default="5 seconds",
+        help="micro-batch interval (Spark interval), or 'available-now': process what is in the "
+             "topic and exit")
+    add("--min-requests", type=int, default=Settings.min_requests,
+        help="fewest requests in a window for it to alert")
+    add("--min-errors", type=int, default=Settings.min_errors,
+        help="fewest errors in a window for it to alert")
+    add("--confidence-z", type=float, default=Settings.z,
+        help="z of the Wilson lower bound that must exceed the threshold (3.0 ~ 99.9 %% one-sided)")
+    add("--thresholds", type=Path, default=DEFAULT_THRESHOLDS,
+        help="thresholds JSON of threshold_job.py, re-read when it changes (absent: defaults)")
+    add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+        help="checkpoint folder, one sub-folder per query")
+    add("--master", default="local[2]", help="Spark master URL")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("window", "slide", "watermark"):
+        if not DURATION.match(getattr(args, flag)):
+            parser.error(f"--{flag} must be a Spark interval like '30 seconds', "
+                         f"got {getattr(args, flag)!r}")
+    if args.trigger != "available-now" and not DURATION.match(args.trigger):
+        parser.error(f"--trigger must be a Spark interval like '5 seconds' or 'available-now', "
+                     f"got {args.trigger!r}")
+    window, slide = duration_seconds(args.window), duration_seconds(args.slide)
+    if window <= 0 or slide <= 0 or slide > window:
+        parser.error(f"need 0 < --slide <= --window, got {args.slide!r} and {args.window!r}")
+    for flag in ("min_requests", "min_errors"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger < 1:
+        parser.error(f"--max-offsets-per-trigger must be >= 1, got {args.max_offsets_per_trigger}")
+    if not args.confidence_z >= 0:
+        parser.error(f"--confidence-z must be >= 0, got {args.confidence_z}")
+    if not args.bootstrap_servers.strip():
+        parser.error("--bootstrap-servers must not be empty")
+    return args
+
+
+def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15.0) -> str | None:
+    """None if the broker answers and the topics exist, else one line saying what is wrong."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="analyzer-check",
+                                 request_timeout_ms=int(timeout_s * 1000))
+        try:
+            existing = set(admin.list_topics())
+        finally:
+            admin.close()
+    except (KafkaError, OSError, ValueError) as error:
+        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): start one "
+                "with `python finale/local_kafka.py start` or set --bootstrap-servers")
+    missing = [topic for topic in topics if topic not in existing]
+    if missing:
+        return (f"topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}: "
+                "`python finale/local_kafka.py start` creates the project's topics")
+    return None
+
+
+def make_status_listener(handler: AlertBatch, log: Callable[[str], None]):
+    """One line per micro-batch and query: lines in, dead letters / window rows and alerts out."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class StatusListener(StreamingQueryListener):
+        def onQueryStarted(self, event):
+            pass
+
+        def onQueryProgress(self, event):
+            progress = event.progress
+            rows_in = progress.numInputRows
+            rate = progress.processedRowsPerSecond or 0.0
+            if progress.name == "alerts":
+                updated, out = handler.stats.get(progress.batchId, (0, 0))
+                watermark = (progress.eventTime or {}).get("watermark", "-")
+                detail = f"{updated} window rows updated, {out} alerts out, watermark {watermark}"
+            else:
+                written = progress.sink.numOutputRows if progress.sink is not None else -1
+                detail = f"{written if written >= 0 else '?'} dead letters out"
+            log(f"{progress.name} batch {progress.batchId}: {rows_in} lines in "
+                f"({rate:.0f} lines/s), {detail}")
+
+        def onQueryIdle(self, event):
+            pass
+
+        def onQueryTerminated(self, event):
+            if event.exception:
+                log(f"query {event.id} failed: {event.exception.splitlines()[0]}")
+
+    return StatusListener()
+
+
+def log(message: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    try:
+        print(f"{stamp} {message}", flush=True)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: stop printing, keep analysing (as json.tool does).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def build_spark(master: str, jars: list[str]) -> SparkSession:
+    spark = (
+        SparkSession.builder.master(master)
+        .appName("chaussettes-finale-analyzer")
+        .config("spark.jars", ",".join(jars))
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def run(args: argparse.Namespace) -> int:
+    import local_kafka
+
+    jars = local_kafka.ensure_connector()  # exits 1 with one line naming the fix
+    problem = check_kafka(args.bootstrap_servers, [args.topic, args.alerts_topic, args.dlq_topic])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        read_thresholds(args.thresholds)
+    except (OSError, ValueError) as error:
+        print(f"error: thresholds: {error}", file=sys.stderr)
+        return 1
+
+    settings = Settings(window=args.window, slide=args.slide, watermark=args.watermark,
+                        min_requests=args.min_requests, min_errors=args.min_errors,
+                        z=args.confidence_z, thresholds_path=args.thresholds)
+    trigger = ({"availableNow": True} if args.trigger == "available-now"
+               else {"processingTime": args.trigger})
+    spark = build_spark(args.master, jars)
+    source = kafka_source(spark, args.bootstrap_servers, args.topic, args.starting_offsets,
+                          args.max_offsets_per_trigger)
+    writers, handler = build_queries(
+        source,
+        alert_sink=kafka_sink(args.bootstrap_servers, args.alerts_topic, alert_records),
+        dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
+                                    lambda dead: dead_letter_records(dead, args.topic)),
+        checkpoint=args.checkpoint, trigger=trigger, settings=settings, log=log)
+    listener = make_status_listener(handler, log)
+    spark.streams.addListener(listener)
+    queries = [writer.start() for writer in writers.values()]
+    log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
+        f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
+        f"watermark {args.watermark}, trigger {args.trigger}, thresholds {args.thresholds}"
+        f"{'' if args.thresholds.exists() else ' (absent: defaults)'}, checkpoint {args.checkpoint}")
+    try:
+        # Until every query has ended (available-now) or one fails: then stop the others too.
+        while any(query.isActive for query in queries):
+            spark.streams.awaitAnyTermination()
+            spark.streams.resetTerminated()
+            if any(query.exception() is not None for query in queries):
+                break
+    finally:
+        for query in queries:
+            query.stop()
+        # Before Python goes: the JVM would otherwise call back into a closed gateway.
+        spark.streams.removeListener(listener)
+    for query in queries:
+        if query.exception() is not None:
+            print(f"error: query {query.name} failed: {str(query.exception()).splitlines()[0]}",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        log("interrupted: queries stopped, the checkpoints let a restart resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
