@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, free_port, load_module, wait_for
 
 # Stages whose log_generator.py implements the full contract; adding a stage here is all it takes.
-GENERATOR_STAGES = ["complet"]
+GENERATOR_STAGES = ["complet", "finale"]
 
 PYTHON = sys.executable
 START = "2026-11-28T09:00:00Z"

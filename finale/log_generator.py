@@ -1,0 +1,903 @@
+"""Final-stage log generator: the stage-2 sock shop, written to Kafka, with injected incidents.
+
+Run:
+  python finale/log_generator.py                              # Kafka localhost:9092, topic http-logs, 10 lines/s
+  python finale/log_generator.py --rate 200 --incident ip@30+20 --incident url=/cart@60+15 \
+      --incident global@90+10 --truth .state/finale/truth.jsonl
+  python finale/log_generator.py --output - --count 5 --seed 1 --start-time 2026-11-28T09:00:00Z
+  python finale/log_generator.py --history 24 --rate 20 --output .state/finale/history.log
+  python finale/log_generator.py --replay access.log --speed 10      # real logs, 10x their pace
+
+Every line is in the Apache "combined" format (the only place this template is written down):
+  %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"
+  203.0.113.7 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTTP/1.1" 404 512 "-" "Mozilla/5.0 ..."
+with the log time in UTC; line i carries the log time start + i/rate (to the second).
+
+Traffic model: --users users, each one client IP with its own user agent, visit the shop's URLs.
+Error model, exactly: the error users are a seeded sample of round(PU/100*users) users, the error
+URLs a seeded sample of round(PL/100*len(URLS)) URLs; a request fails (4xx/5xx: 404, 500, 503, 403,
+502, ...) with probability PE/100 if and only if its user is an error user AND its URL an error
+URL; every other request succeeds (2xx/3xx).
+
+Incidents (--incident KIND[=ENTITY]@START+DURATION, repeatable; START and DURATION in seconds of
+log time from line 0): while log time is in [start + START, start + START + DURATION), every
+request of that IP (ip), of that URL (url) or every request (global) fails with probability
+--incident-error-rate/100 (default 90 %, same 4xx/5xx mix), or with its error-pair probability
+if that is higher. The incident uses the same per-line draw as the error model, so outside the
+incident windows the lines are byte-identical to a run without incidents. ENTITY defaults to a
+seeded random pick (a different one for each incident of a kind when possible). --truth FILE
+writes one JSON line per incident: {"kind", "entity", "start", "end"} (ISO 8601 UTC log time).
+
+Output, one of:
+- Kafka (default): topic --topic of --bootstrap-servers, key = client IP, value = the line
+  (no newline); producer tuned for throughput (acks=1, 512 KiB batches, linger 20 ms, --compression);
+  delivery failures are reported and make the exit status 1; flushed on exit, Ctrl-C or SIGTERM.
+- --output FILE or - (stdout).
+- --host/--port given: the stage-2 TCP server, every line broadcast to every connected client.
+Lines are written in batches when due (line i at t0 + i/rate of wall time). --history HOURS writes
+HOURS of log time (round(HOURS*3600*rate) lines, ending now unless --start-time) as fast as
+possible to --output, for the threshold job. --replay FILE sends an existing access log as it is,
+at --rate lines/s or, with --speed X, at X times the pace of its own timestamps.
+
+Reproducibility: line i is a pure function of (--seed, the model options, --rate, --start-time,
+the incidents, i): the same options give byte-identical lines whatever the output or the pace.
+Library API: build_traffic_model(...) -> TrafficModel, LogStream(...).lines(i, j), main(argv).
+"""
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import logging
+import math
+import re
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from array import array
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+# The shop: (URL, method, smallest and largest response size in bytes, relative popularity).
+SHOP = (
+    ("/", "GET", 8_000, 14_000, 12),
+    ("/socks", "GET", 15_000, 30_000, 8),
+    ("/socks/wool", "GET", 9_000, 16_000, 5),
+    ("/socks/cotton", "GET", 9_000, 16_000, 5),
+    ("/socks/merino", "GET", 9_000, 16_000, 4),
+    ("/socks/bamboo", "GET", 9_000, 16_000, 3),
+    ("/socks/cashmere", "GET", 9_000, 16_000, 2),
+    ("/socks/striped", "GET", 9_000, 16_000, 3),
+    ("/socks/christmas", "GET", 9_000, 16_000, 3),
+    ("/socks/running", "GET", 9_000, 16_000, 3),
+    ("/socks/hiking", "GET", 9_000, 16_000, 2),
+    ("/socks/kids", "GET", 9_000, 16_000, 2),
+    ("/socks/sale", "GET", 12_000, 25_000, 4),
+    ("/search?q=wool+socks", "GET", 10_000, 20_000, 3),
+    ("/cart", "GET", 5_000, 9_000, 5),
+    ("/cart/add", "POST", 200, 600, 4),
+    ("/cart/remove", "POST", 200, 600, 1),
+    ("/checkout", "GET", 6_000, 11_000, 3),
+    ("/checkout/payment", "POST", 300, 1_200, 2),
+    ("/checkout/confirm", "GET", 4_000, 7_000, 2),
+    ("/account", "GET", 5_000, 8_000, 2),
+    ("/login", "POST", 150, 500, 2),
+    ("/logout", "GET", 150, 400, 1),
+    ("/api/products", "GET", 2_000, 40_000, 4),
+    ("/api/products/42", "GET", 600, 2_000, 3),
+    ("/api/cart", "GET", 300, 3_000, 3),
+    ("/api/orders", "POST", 300, 1_500, 2),
+    ("/api/stock?sku=SOCK-WOOL-42", "GET", 80, 200, 2),
+    ("/api/recommendations", "GET", 1_000, 6_000, 2),
+    ("/static/css/main.css", "GET", 20_000, 20_000, 4),
+    ("/static/js/app.js", "GET", 90_000, 90_000, 4),
+    ("/favicon.ico", "GET", 1_150, 1_150, 2),
+)
+URLS = tuple(url for url, *_ in SHOP)
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+    "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+)
+REFERERS = ("-", "-", "https://chaussettes.io/", "https://chaussettes.io/socks",
+            "https://chaussettes.io/cart", "https://www.google.com/", "https://duckduckgo.com/",
+            "https://www.instagram.com/", "https://www.facebook.com/")
+# Weighted status mixes: (status, weight). A 304 or a 204 sends no body, logged as "-".
+OK_STATUSES = {"GET": ((200, 88), (304, 7), (302, 3), (301, 2)),
+               "POST": ((200, 60), (201, 20), (302, 15), (204, 5))}
+ERROR_STATUSES = ((404, 35), (500, 20), (503, 15), (403, 10), (502, 10), (400, 4), (429, 3), (504, 3))
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+BLOCK = 4096  # lines drawn per seeded block: line i only depends on block i // BLOCK
+MAX_BATCH = 65536  # most lines written at once (unpaced runs), bounds memory and latency
+MIN_BATCH_INTERVAL = 0.005  # s: at high rates gather 5 ms of lines per write instead of a write per line
+MAX_CLIENT_BACKLOG = 64 << 20  # bytes queued for a client that does not read before it is dropped
+DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+INCIDENT_KINDS = ("ip", "url", "global")
+GLOBAL_ENTITY = "*"  # the entity of the global scope, as the analyzer's alerts name it
+# Codecs kafka-python can use here: gzip is in the standard library; lz4, snappy and zstd need
+# extra packages (lz4, python-snappy, zstandard) that requirements.txt does not install.
+COMPRESSIONS = ("gzip", "none", "lz4", "snappy", "zstd")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """KIND on ENTITY fails from START for DURATION seconds of log time after line 0."""
+    kind: str
+    entity: str
+    start: float
+    duration: float
+
+    def truth(self, run_start: float) -> dict:
+        return {"kind": self.kind, "entity": self.entity,
+                "start": iso_utc(run_start + self.start),
+                "end": iso_utc(run_start + self.start + self.duration)}
+
+
+def iso_utc(epoch: float) -> str:
+    return (datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
+@dataclass(frozen=True)
+class TrafficModel:
+    """Who visits the shop and which (user, URL) pairs may fail; a pure function of its arguments."""
+    ips: tuple[str, ...]          # one per user
+    user_agents: tuple[str, ...]  # aligned with ips: a user keeps one browser
+    urls: tuple[str, ...]
+    error_ips: frozenset[str]
+    error_urls: frozenset[str]
+
+
+def build_traffic_model(users: int, error_users_pct: float, error_urls_pct: float,
+                        seed: int) -> TrafficModel:
+    if users < 1 or not 0 <= error_users_pct <= 100 or not 0 <= error_urls_pct <= 100:
+        raise ValueError("need users >= 1 and percentages between 0 and 100")
+    rng = random.Random(f"chaussettes-model:{seed}")  # str seeds are hashed with SHA-512: stable
+    ips: list[str] = []
+    seen: set[str] = set()
+    while len(ips) < users:
+        ip = f"{rng.choice((31, 46, 51, 62, 78, 81, 86, 92, 109, 176, 185, 193, 212))}." \
+             f"{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        if ip not in seen:
+            seen.add(ip)
+            ips.append(ip)
+    user_agents = tuple(rng.choice(USER_AGENTS) for _ in ips)
+    error_ips = frozenset(rng.sample(ips, round(error_users_pct / 100 * users)))
+    error_urls = frozenset(rng.sample(URLS, round(error_urls_pct / 100 * len(URLS))))
+    return TrafficModel(tuple(ips), user_agents, URLS, error_ips, error_urls)
+
+
+def format_log_time(second: int) -> bytes:
+    t = time.gmtime(second)
+    return (f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000").encode()
+
+
+class LogStream:
+    """Line i of the log, as bytes, for any i: drawn block by block from precomputed pools.
+
+    A pool of visits (user, URL, referer, sizes and statuses, pre-formatted around the log time)
+    is built once; each line then costs two random 32-bit numbers (which visit, does it fail)
+    and two concatenations, instead of a random.choice per field.
+    """
+
+    def __init__(self, model: TrafficModel, error_rate_pct: float, rate: float, start: float,
+                 seed: int, incidents: tuple[Incident, ...] = (), incident_error_pct: float = 90.0):
+        self.rate, self.start, self.seed = rate, start, seed
+        rng = random.Random(f"chaussettes-pool:{seed}")
+        pool_size = 1 << max(15, min(20, (8 * len(model.ips)).bit_length()))
+        self.mask = pool_size - 1
+        users = rng.choices(range(len(model.ips)), k=pool_size)
+        shop = rng.choices(SHOP, weights=[weight for *_, weight in SHOP], k=pool_size)
+        referers = rng.choices(REFERERS, k=pool_size)
+        ok_statuses = {method: rng.choices(*zip(*mix), k=pool_size)
+                       for method, mix in OK_STATUSES.items()}
+        error_statuses = rng.choices(*zip(*ERROR_STATUSES), k=pool_size)
+        # fail iff (32-bit uniform draw) < threshold: exactly never at 0 %, always at 100 %.
+        threshold = round(error_rate_pct / 100 * (1 << 32))
+        self.heads, self.tails_ok, self.tails_error, self.thresholds = [], [], [], []
+        for k, (user, (url, method, low, high, _), referer, error) in enumerate(zip(
+                users, shop, referers, error_statuses)):
+            ip, ok = model.ips[user], ok_statuses[method][k]
+            request = f'] "{method} {url} HTTP/1.1" '
+            end = f' "{referer}" "{model.user_agents[user]}"\n'
+            size = "-" if ok in (204, 304) else rng.randint(low, high)
+            self.heads.append(f"{ip} - - [".encode())
+            self.tails_ok.append(f"{request}{ok} {size}{end}".encode())
+            self.tails_error.append(f"{request}{error} {rng.randint(200, 1200)}{end}".encode())
+            is_error_pair = ip in model.error_ips and url in model.error_urls
+            self.thresholds.append(threshold if is_error_pair else 0)
+        # Each incident: the range of line indexes it covers and, per visit of the pool, the
+        # failure threshold it imposes (0 for visits it does not touch).
+        incident_threshold = round(incident_error_pct / 100 * (1 << 32))
+        visit_ips = [model.ips[user] for user in users]
+        visit_urls = [url for url, *_ in shop]
+        self.incidents = []
+        for incident in incidents:
+            if incident.kind == "ip":
+                touched = [ip == incident.entity for ip in visit_ips]
+            elif incident.kind == "url":
+                touched = [url == incident.entity for url in visit_urls]
+            else:
+                touched = [True] * pool_size
+            self.incidents.append((self.first_line_at(incident.start),
+                                   self.first_line_at(incident.start + incident.duration),
+                                   [incident_threshold if t else 0 for t in touched]))
+        self.block_index, self.block = -1, []
+        self.times: dict[int, bytes] = {}
+
+    def first_line_at(self, offset: float) -> int:
+        """The smallest i whose log time start + i/rate is at or after start + offset."""
+        i = max(math.ceil(offset * self.rate), 0)
+        while i > 0 and (i - 1) / self.rate >= offset:
+            i -= 1
+        while i / self.rate < offset:
+            i += 1
+        return i
+
+    def second(self, i: int) -> int:
+        return math.floor(self.start + i / self.rate)
+
+    def log_time(self, second: int) -> bytes:
+        text = self.times.get(second)
+        if text is None:
+            if len(self.times) > 100_000:
+                self.times.clear()
+            text = self.times[second] = format_log_time(second)
+        return text
+
+    def _make_block(self, b: int) -> list[bytes]:
+        """Block b as a flat list head, log time, tail, head, ... (3 parts per line).
+
+        Joining the parts only when writing is ~3x faster than concatenating each line.
+        """
+        rng = random.Random(f"chaussettes-lines:{self.seed}:{b}")
+        draws = array("I")
+        assert draws.itemsize == 4
+        draws.frombytes(rng.getrandbits(64 * BLOCK).to_bytes(8 * BLOCK, "little"))
+        if sys.byteorder == "big":
+            draws.byteswap()
+        mask, tails_ok, tails_error, thresholds = (
+            self.mask, self.tails_ok, self.tails_error, self.thresholds)
+        visits = [draw & mask for draw in draws[0::2]]
+        first = b * BLOCK
+        if self.second(first) == self.second(first + BLOCK - 1):
+            # One log second for the whole block (any rate >= BLOCK lines/s): the fast path.
+            parts = [self.log_time(self.second(first))] * (3 * BLOCK)
+        else:
+            parts = [b""] * (3 * BLOCK)
+            parts[1::3] = [self.log_time(self.second(i)) for i in range(first, first + BLOCK)]
+        parts[0::3] = map(self.heads.__getitem__, visits)
+        fails = draws[1::2]
+        parts[2::3] = [tails_error[v] if d < thresholds[v] else tails_ok[v]
+                       for v, d in zip(visits, fails)]
+        # Incidents only turn successes into failures, with the line's own draw: a line fails iff
+        # its draw is below the highest threshold that applies (error pair or incident).
+        for low, high, incident_thresholds in self.incidents:
+            for k in range(max(low, first) - first, min(high, first + BLOCK) - first):
+                v = visits[k]
+                if fails[k] < incident_thresholds[v]:
+                    parts[3 * k + 2] = tails_error[v]
+        return parts
+
+    def lines(self, i: int, j: int) -> bytes:
+        """Lines i..j-1 joined (i <= j), each ending with a newline."""
+        chunks = []
+        while i < j:
+            b = i // BLOCK
+            if b != self.block_index:
+                self.block_index, self.block = b, self._make_block(b)
+            end = min(j, (b + 1) * BLOCK)
+            chunks.append(b"".join(self.block[3 * (i - b * BLOCK):3 * (end - b * BLOCK)]))
+            i = end
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Pacer:
+    """Which lines are due now: line i is due at t0 + i/rate; batches of at least 5 ms."""
+
+    def __init__(self, rate: float, total: int | None, paced: bool = True):
+        self.rate, self.total, self.t0 = rate, total, time.monotonic()
+        self.paced = paced  # False: every line is due at once (--history), the log time unchanged
+        self.last_write = -math.inf
+
+    def due(self, written: int) -> int:
+        now = time.monotonic()
+        due = int((now - self.t0) * self.rate) + 1 if self.paced else written + MAX_BATCH
+        if self.total is not None:
+            due = min(due, self.total)
+        return min(due, written + MAX_BATCH)
+
+    def wait(self, written: int) -> float:
+        """Seconds until the next batch is worth writing."""
+        if not self.paced:
+            return 0.0
+        next_due = self.t0 + written / self.rate
+        return max(0.0, next_due - time.monotonic(), self.last_write + MIN_BATCH_INTERVAL - time.monotonic())
+
+    def done(self, written: int) -> bool:
+        return self.total is not None and written >= self.total
+
+
+def write_paced(stream: LogStream, pacer: Pacer, out) -> None:
+    """Write the stream's lines when due to `out` (a binary file or a KafkaSink)."""
+    written = 0
+    while not pacer.done(written):
+        time.sleep(pacer.wait(written))
+        due = pacer.due(written)
+        if due > written:
+            out.write(stream.lines(written, due))
+            out.flush()
+            pacer.last_write = time.monotonic()
+            written = due
+
+
+class KafkaSink:
+    """Lines to a Kafka topic, one record per line: key = client IP, value = the line."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, compression: str):
+        from kafka import KafkaProducer
+
+        self.topic, self.bootstrap_servers = topic, bootstrap_servers
+        self.sent = self.failed = 0
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers.split(","),
+            client_id="chaussettes-log-generator",
+            # Throughput over durability: the leader's ack is enough for generated traffic
+            # (idempotence would force acks=all); big batches, filled for up to 20 ms, compressed.
+            acks=1, enable_idempotence=False, batch_size=512 * 1024, linger_ms=20,
+            compression_type=None if compression == "none" else compression,
+            bootstrap_timeout_ms=5_000, max_block_ms=15_000)
+        # Fails now (KafkaTimeoutError) rather than at the first line if the topic cannot be had.
+        self.producer.partitions_for(topic)
+
+    def _failed(self, error: Exception) -> None:  # runs in the producer's I/O thread
+        self.failed += 1
+        if self.failed == 1:
+            log(f"error: delivery to {self.topic} failed: {type(error).__name__}: {error}")
+
+    def write(self, data: bytes) -> None:
+        send, topic, failed = self.producer.send, self.topic, self._failed
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        for line in lines:
+            space = line.find(b" ")
+            send(topic, value=line, key=line[:space] if space > 0 else None).add_errback(failed)
+        self.sent += len(lines)
+
+    def flush(self) -> None:
+        """Nothing per batch: the producer sends when a batch is full or lingered 20 ms."""
+
+    def close(self) -> bool:
+        """Deliver what is queued; True if every line was delivered."""
+        try:
+            self.producer.flush(timeout=30)
+        finally:
+            self.producer.close(timeout=10)
+        delivered = self.sent - self.failed
+        log(f"{delivered} lines delivered to topic {self.topic} at {self.bootstrap_servers}"
+            + (f", {self.failed} failed" if self.failed else ""))
+        return self.failed == 0
+
+
+# "[28/Nov/2026:09:14:03 +0000]" of an access-log line, for --replay --speed.
+LOG_TIME = re.compile(rb"\[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\]")
+MONTH_NUMBERS = {month.encode(): number for number, month in enumerate(MONTHS, 1)}
+
+
+def line_epoch(line: bytes) -> float | None:
+    """The log time of an access-log line in epoch seconds, None if it has none."""
+    match = LOG_TIME.search(line)
+    if match is None or match.group(2) not in MONTH_NUMBERS:
+        return None
+    day, month, year, hour, minute, second, sign, off_h, off_m = match.groups()
+    offset = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == b"+" else -1)
+    return calendar.timegm((int(year), MONTH_NUMBERS[month], int(day), int(hour), int(minute),
+                            int(second))) - offset
+
+
+def replay(source, out, rate: float, speed: float | None, total: int | None) -> int:
+    """Write the lines of `source` (a binary file) to `out` unchanged, line n due at t0 + n/rate,
+    or with `speed` at t0 + (its log time - the first line's log time) / speed (the latest log time
+    seen so far, for lines out of order or without a time). Returns the number of lines written."""
+    t0 = time.monotonic()
+    batch: list[bytes] = []
+    written, first_time, latest = 0, None, 0.0
+    for line in source:
+        if total is not None and written + len(batch) >= total:
+            break
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        n = written + len(batch)
+        if speed is None:
+            offset = n / rate
+        else:
+            moment = line_epoch(line)
+            if moment is not None:
+                first_time = moment if first_time is None else first_time
+                latest = max(latest, (moment - first_time) / speed)
+            offset = latest
+        due = t0 + offset
+        # Lines due within the next MIN_BATCH_INTERVAL go together: never a sleep per line.
+        if due > time.monotonic() + MIN_BATCH_INTERVAL or len(batch) >= MAX_BATCH:
+            if batch:
+                out.write(b"".join(batch))
+                out.flush()
+                written += len(batch)
+                batch = []
+            time.sleep(max(0.0, due - time.monotonic()))
+        batch.append(line)
+    if batch:
+        out.write(b"".join(batch))
+        out.flush()
+        written += len(batch)
+    return written
+
+
+class Broadcaster:
+    """A single-threaded TCP server: every batch goes to every client connected at that moment."""
+
+    def __init__(self, server: socket.socket):
+        self.server = server
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(server, selectors.EVENT_READ)
+        self.clients: dict[socket.socket, list] = {}  # socket -> [name, pending bytearray]
+
+    def poll(self, timeout: float, next_line: int) -> None:
+        for key, events in self.selector.select(timeout):
+            client = key.fileobj
+            if client is self.server:
+                try:
+                    client, (host, port, *_) = self.server.accept()
+                except OSError:
+                    continue
+                client.setblocking(False)
+                self.clients[client] = [f"{host}:{port}", bytearray()]
+                self.selector.register(client, selectors.EVENT_READ)
+                log(f"client {host}:{port} connected at line {next_line}")
+                continue
+            if events & selectors.EVENT_READ:
+                try:
+                    if not client.recv(65536):  # end of stream: the client closed
+                        self.drop(client)
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.drop(client)
+                    continue
+            if events & selectors.EVENT_WRITE:
+                self.flush(client)
+
+    def send(self, data: bytes) -> None:
+        for client, (_, pending) in list(self.clients.items()):
+            pending += data
+            self.flush(client)
+
+    def flush(self, client: socket.socket) -> None:
+        name, pending = self.clients[client]
+        try:
+            sent = client.send(pending) if pending else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.drop(client)
+            return
+        del pending[:sent]
+        if len(pending) > MAX_CLIENT_BACKLOG:
+            self.drop(client, " (too slow: backlog over 64 MiB)")
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
+        if self.selector.get_key(client).events != events:
+            self.selector.modify(client, events)
+
+    def drop(self, client: socket.socket, why: str = "") -> None:
+        name, _ = self.clients.pop(client)
+        self.selector.unregister(client)
+        client.close()
+        log(f"client {name} disconnected{why}")
+
+    def drain(self, timeout: float) -> None:
+        """Give clients up to `timeout` seconds to take what is queued for them."""
+        deadline = time.monotonic() + timeout
+        while any(pending for _, pending in self.clients.values()) and time.monotonic() < deadline:
+            self.poll(min(0.1, max(0.0, deadline - time.monotonic())), -1)
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            self.drop(client)
+        self.selector.close()
+        self.server.close()
+
+
+def serve(stream: LogStream, pacer: Pacer, broadcaster: Broadcaster) -> None:
+    written = 0
+    while not pacer.done(written):
+        broadcaster.poll(pacer.wait(written), written)
+        due = pacer.due(written)
+        if due > written:
+            data = stream.lines(written, due)
+            broadcaster.send(data)
+            pacer.last_write = time.monotonic()
+            written = due
+    broadcaster.drain(timeout=10)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage between 0 and 100, got {text!r}")
+    return value
+
+
+def at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def iso_time(text: str) -> float:
+    """ISO 8601 date-time to epoch seconds; without an offset it is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 date-time such as 2026-11-28T09:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        description="Generate Apache combined access logs of a sock shop, with a controlled "
+                    "error model and injected incidents, to Kafka (default), a file or a TCP socket.",
+        epilog="Error model: error users = a seeded sample of round(PU/100*users) users, error "
+               "URLs = a seeded sample of round(PL/100*URLs) of the shop's %d URLs; a request "
+               "fails (404, 500, 503, 403, 502, 400, 429, 504) with probability PE/100 iff its "
+               "user is an error user and its URL an error URL; all other requests get 2xx/3xx. "
+               "Same --seed and options -> byte-identical lines." % len(URLS),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rate", type=positive_float, default=10.0,
+                        help="lines per second, of log time and of writing (> 0; 1e12 = unpaced)")
+    parser.add_argument("--users", type=at_least(1), default=50,
+                        help="number of users, each one IP with one user agent (>= 1)")
+    parser.add_argument("--error-users", type=percent, default=20.0, metavar="PU",
+                        help="%% of the users that are error users (0..100)")
+    parser.add_argument("--error-rate", type=percent, default=50.0, metavar="PE",
+                        help="%% of the requests that fail on an (error user, error URL) pair (0..100)")
+    parser.add_argument("--error-urls", type=percent, default=30.0, metavar="PL",
+                        help="%% of the shop's URLs that are error URLs (0..100)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed; default: a random one, printed on stderr")
+    parser.add_argument("--start-time", type=iso_time, default=None, metavar="ISO8601",
+                        help="log time of line 0, e.g. 2026-11-28T09:00:00Z (default: now, UTC)")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--count", type=at_least(0), default=None,
+                      help="stop after this many lines (default: never)")
+    stop.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
+                      help="stop after this many seconds, i.e. round(rate*SECONDS) lines (default: never)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="write to FILE ('-' = stdout) instead of Kafka")
+    parser.set_defaults(serve_tcp=False)
+    parser.add_argument("--host", default="localhost", action=ServeTcp,
+                        help="serve TCP clients on this interface instead of Kafka (stage 2's "
+                             "broadcast server, used only when --host or --port is given)")
+    parser.add_argument("--port", type=port_number, default=9999, action=ServeTcp,
+                        help="TCP port of that server")
+    kafka = parser.add_argument_group("Kafka output (the default)")
+    kafka.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
+                       help="Kafka bootstrap servers, comma-separated (env KAFKA_BOOTSTRAP_SERVERS)")
+    kafka.add_argument("--topic", default="http-logs", help="topic the lines go to, key = client IP")
+    kafka.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
+                       help="producer compression (lz4, snappy and zstd need their Python package)")
+    incidents = parser.add_argument_group("incidents")
+    incidents.add_argument("--incident", type=incident_spec, action="append", default=[],
+                           metavar="KIND[=ENTITY]@START+DURATION",
+                           help="KIND ip|url|global: from START for DURATION seconds of log time "
+                                "after line 0, that IP / URL / all traffic mostly fails; ENTITY "
+                                "default: a seeded random pick; repeatable (e.g. ip@30+20, "
+                                "url=/cart@60+15, global@90+10)")
+    incidents.add_argument("--incident-error-rate", type=percent, default=90.0, metavar="PI",
+                           help="%% of the requests that fail during an incident (0..100)")
+    incidents.add_argument("--truth", default=None, metavar="FILE",
+                           help="write each incident as a JSON line: kind, entity, start, end "
+                                "(ISO 8601 UTC log time)")
+    modes = parser.add_argument_group("other modes")
+    modes.add_argument("--history", type=positive_float, default=None, metavar="HOURS",
+                       help="write HOURS of log time, round(HOURS*3600*rate) lines, as fast as "
+                            "possible to --output (start: --start-time, default now - HOURS)")
+    modes.add_argument("--replay", default=None, metavar="FILE",
+                       help="send the lines of an existing access log unchanged, at --rate lines/s")
+    modes.add_argument("--speed", type=positive_float, default=None, metavar="X",
+                       help="with --replay: at X times the pace of the log's own timestamps")
+    return parser
+
+
+class ServeTcp(argparse.Action):
+    """--host / --port: store the value and switch the output to the TCP server."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.serve_tcp = True
+
+
+def incident_spec(text: str) -> tuple[str, str | None, float, float]:
+    """'url=/cart@60+15' -> ('url', '/cart', 60.0, 15.0); the entity is checked against the model
+    later. Split at the last '@' and the first '+' after it (URLs may hold '@' and '+')."""
+    head, at, times = text.rpartition("@")
+    start_text, plus, duration_text = times.partition("+")
+    if not at or not plus:
+        raise argparse.ArgumentTypeError(
+            f"must be KIND[=ENTITY]@START+DURATION (e.g. ip@30+20, url=/cart@60+15), got {text!r}")
+    kind, equals, entity = head.partition("=")
+    if kind not in INCIDENT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown incident kind {kind!r} in {text!r}: one of {', '.join(INCIDENT_KINDS)}")
+    if equals and not entity:
+        raise argparse.ArgumentTypeError(f"empty entity after '=' in {text!r}")
+    try:
+        start, duration = float(start_text), float(duration_text)
+    except ValueError:
+        start = duration = math.nan
+    if not (0 <= start < math.inf and 0 < duration < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"START must be seconds >= 0 and DURATION seconds > 0, got {text!r}")
+    return kind, entity if equals else None, start, duration
+
+
+def resolve_incidents(parser: argparse.ArgumentParser, specs, model: TrafficModel,
+                      seed: int) -> tuple[Incident, ...]:
+    """Check each entity against the model; pick the missing ones (seeded, distinct per kind
+    while there are unused ones)."""
+    rng = random.Random(f"chaussettes-incidents:{seed}")
+    candidates = {"ip": model.ips, "url": model.urls}
+    used: dict[str, set[str]] = {"ip": set(), "url": set()}
+    for kind, entity, *_ in specs:
+        if entity is not None and kind in used:
+            used[kind].add(entity)
+    incidents = []
+    for kind, entity, start, duration in specs:
+        if kind == "global":
+            if entity not in (None, GLOBAL_ENTITY):
+                parser.error(f"argument --incident: a global incident takes no entity, got {entity!r}")
+            entity = GLOBAL_ENTITY
+        elif entity is None:
+            fresh = [e for e in candidates[kind] if e not in used[kind]]
+            entity = rng.choice(fresh or candidates[kind])
+            used[kind].add(entity)
+        elif entity not in candidates[kind]:
+            known = ("the shop's URLs are " + " ".join(model.urls) if kind == "url" else
+                     f"not one of the {len(model.ips)} users' IPs of this --seed and --users")
+            parser.error(f"argument --incident: unknown {kind.upper()} {entity!r} ({known})")
+        incidents.append(Incident(kind, entity, start, duration))
+    return tuple(incidents)
+
+
+def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.history is not None:
+        if args.output is None:
+            parser.error("argument --history: needs --output FILE or --output -")
+        if args.count is not None or args.duration is not None:
+            parser.error("argument --history: HOURS sets the number of lines, drop --count/--duration")
+    if args.replay is not None:
+        for flag, value in (("--history", args.history), ("--truth", args.truth),
+                            ("--duration", args.duration)):
+            if value is not None:
+                parser.error(f"argument --replay: cannot be combined with {flag}")
+        if args.incident:
+            parser.error("argument --replay: cannot be combined with --incident (the file is sent as it is)")
+        if not os.path.isfile(args.replay) or not os.access(args.replay, os.R_OK):
+            parser.error(f"argument --replay: cannot read {args.replay!r}")
+    if args.speed is not None and args.replay is None:
+        parser.error("argument --speed: only with --replay")
+    if args.serve_tcp and (args.output is not None or args.replay is not None):
+        parser.error("argument --host/--port: the TCP server cannot be combined with --output or --replay")
+    if args.compression not in ("gzip", "none"):
+        from kafka import codec
+        if not getattr(codec, f"has_{args.compression}")():
+            parser.error(f"argument --compression: {args.compression} needs its Python package, "
+                         "which is not installed (gzip and none always work)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_combinations(parser, args)
+    # kafka-python logs connection retries as warnings; failures are reported here in one line.
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(logging.NullHandler())
+    kafka_logger.propagate = False
+    # `kill` (SIGTERM) stops it as cleanly as Ctrl-C; signal handlers only exist in the main thread.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        if args.replay is not None:
+            return _run_replay(args)
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+        if args.history is not None:
+            total = round(args.history * 3600 * args.rate)
+            start = args.start_time if args.start_time is not None else time.time() - args.history * 3600
+        else:
+            total = args.count if args.duration is None else round(args.rate * args.duration)
+            start = args.start_time if args.start_time is not None else time.time()
+        model = build_traffic_model(args.users, args.error_users, args.error_urls, seed)
+        incidents = resolve_incidents(parser, args.incident, model, seed)
+        if args.truth is not None and not _write_truth(args.truth, incidents, start):
+            return 1
+        stream = LogStream(model, args.error_rate, args.rate, start, seed, incidents,
+                           args.incident_error_rate)
+        if args.output is not None:
+            return _run_to_file(args, seed, stream, total)
+        if args.serve_tcp:
+            return _run_server(args, seed, stream, total)
+        return _run_kafka(args, seed, stream, total)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _write_truth(path: str, incidents: tuple[Incident, ...], start: float) -> bool:
+    try:
+        with open(path, "w") as truth:
+            for incident in incidents:
+                truth.write(json.dumps(incident.truth(start)) + "\n")
+    except OSError as error:
+        log(f"error: cannot write {path}: {error.strerror}")
+        return False
+    return True
+
+
+def _open_kafka(args) -> KafkaSink | None:
+    from kafka.errors import KafkaError
+
+    try:
+        sink = KafkaSink(args.bootstrap_servers, args.topic, args.compression)
+    except KafkaError as error:
+        if "bootstrap" in str(error).lower():
+            log(f"error: no Kafka broker answers at {args.bootstrap_servers} "
+                "(start one: python finale/local_kafka.py start)")
+        else:
+            log(f"error: Kafka at {args.bootstrap_servers}, topic {args.topic}: "
+                f"{type(error).__name__}: {error}")
+        return None
+    return sink
+
+
+def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
+    sink = _open_kafka(args)
+    if sink is None:
+        return 1
+    log(f"sending to topic {args.topic} at {args.bootstrap_servers}, {args.rate:g} lines/s"
+        + (f", seed {seed}" if args.seed is None else ""))
+    try:
+        write_paced(stream, Pacer(args.rate, total), sink)
+    except KeyboardInterrupt:
+        pass  # what was sent so far still gets delivered below
+    finally:
+        delivered = sink.close()
+    return 0 if delivered else 1
+
+
+def _run_replay(args) -> int:
+    kafka = args.output is None
+    if kafka:
+        out = _open_kafka(args)
+        if out is None:
+            return 1
+    elif args.output == "-":
+        out = sys.stdout.buffer
+    else:
+        try:
+            out = open(args.output, "wb")
+        except OSError as error:
+            log(f"error: cannot write {args.output}: {error.strerror}")
+            return 1
+    ok = True
+    try:
+        with open(args.replay, "rb") as source:
+            replay(source, out, args.rate, args.speed, args.count)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        if kafka:
+            ok = out.close()
+        elif out is not sys.stdout.buffer:
+            out.close()
+    return 0 if ok else 1
+
+
+def _run_to_file(args, seed: int, stream: LogStream, total: int | None) -> int:
+    if args.seed is None:
+        log(f"seed {seed}")
+    if args.output == "-":
+        out = sys.stdout.buffer
+    else:
+        try:
+            out = open(args.output, "wb")
+        except OSError as error:
+            log(f"error: cannot write {args.output}: {error.strerror}")
+            return 1
+    try:
+        write_paced(stream, Pacer(args.rate, total, paced=args.history is None), out)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): that ends the output, it is not an error.
+        # Point stdout at devnull so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return 0
+
+
+def _run_server(args, seed: int, stream: LogStream, total: int | None) -> int:
+    try:
+        server = socket.create_server((args.host, args.port))
+    except OSError as error:
+        log(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+        return 1
+    server.setblocking(False)
+    host, port = server.getsockname()[:2]
+    log(f"listening on {host}:{port}, {args.rate:g} lines/s, seed {seed}")
+    broadcaster = Broadcaster(server)
+    try:
+        serve(stream, Pacer(args.rate, total), broadcaster)
+    finally:
+        broadcaster.close()
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
