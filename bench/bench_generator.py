@@ -1,0 +1,156 @@
+"""Pacing and throughput benchmark of a stage's log generator (default: complet).
+
+Run:  .venv/bin/python bench/bench_generator.py [--seconds 10] [--stage complet]
+
+For each --rate in 1, 10, 100, 1000, 10000, 100000 it runs the generator for --seconds, once writing
+to a pipe read by this script (`--output -`) and once serving one TCP client (this script), and
+prints the achieved rate, measured where the lines arrive: (lines - 1) / (arrival of the last line -
+arrival of the first line), and its error in %. Then it measures the highest rate reached unpaced
+(--rate 1e12), to the pipe and to the socket, against a baseline measured in the same run: the naive
+generator (one random.choice per field, one strftime, one write or sendall per line).
+Every figure is wall-clock on whatever else the machine is doing; nothing is pinned to a core.
+"""
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# The naive generator: what a first attempt looks like. It prints/sends `count` lines as fast as
+# it can, to stdout or to the first client of a server on PORT.
+BASELINE = r'''
+import random, socket, sys, time
+count, sink = int(sys.argv[1]), sys.argv[2]
+IPS = [f"81.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}" for _ in range(50)]
+URLS = ["/", "/socks", "/socks/wool", "/socks/cotton", "/cart", "/cart/add", "/checkout", "/api/products"]
+METHODS = ["GET", "GET", "GET", "POST"]
+STATUSES = [200, 200, 200, 200, 304, 302, 404, 500, 503]
+REFERERS = ["-", "https://chaussettes.io/", "https://www.google.com/"]
+AGENTS = ["Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+          "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"]
+if sink == "stdout":
+    write = sys.stdout.write
+else:
+    server = socket.create_server(("127.0.0.1", int(sink)))
+    print("listening", file=sys.stderr, flush=True)
+    client, _ = server.accept()
+    write = lambda line: client.sendall(line.encode())
+for _ in range(count):
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    write(f'{random.choice(IPS)} - - [{stamp}] "{random.choice(METHODS)} {random.choice(URLS)} HTTP/1.1" '
+          f'{random.choice(STATUSES)} {random.randint(200, 20000)} "{random.choice(REFERERS)}" '
+          f'"{random.choice(AGENTS)}"\n')
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def count_arrivals(read) -> tuple[int, float]:
+    """Count lines from read() until EOF; return (lines, seconds from first to last arrival)."""
+    lines, first, last = 0, None, None
+    while chunk := read():
+        newlines = chunk.count(b"\n")
+        if newlines:
+            now = time.perf_counter()
+            if first is None:
+                first, lines = now, newlines - 1  # the first line marks time zero
+            else:
+                lines += newlines
+            last = now
+    return lines + 1 if first is not None else 0, (last - first) if first is not None else 0.0
+
+
+def rate_of(lines: int, span: float) -> float:
+    # lines - 1 intervals between the first and the last line
+    return (lines - 1) / span if lines > 1 and span > 0 else float("nan")
+
+
+def via_pipe(command: list[str]) -> tuple[int, float]:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    fd = process.stdout.fileno()
+    result = count_arrivals(lambda: os.read(fd, 1 << 20))
+    if process.wait() != 0:
+        sys.exit(f"error: {' '.join(command)} failed")
+    return result
+
+
+def via_socket(command: list[str], port: int) -> tuple[int, float]:
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # Both the generator and the baseline say "listening..." on stderr once the port is open.
+    if not process.stderr.readline().startswith("listening"):
+        process.kill()
+        sys.exit(f"error: {' '.join(command)} did not start listening")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        result = count_arrivals(lambda: client.recv(1 << 20))
+    process.stderr.read()  # connect/disconnect messages
+    if process.wait() != 0:
+        sys.exit(f"error: {' '.join(command)} failed")
+    return result
+
+
+def generator(stage: str, *flags: str) -> list[str]:
+    return [PYTHON, str(ROOT / stage / "log_generator.py"), "--seed", "1", *flags]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each paced run")
+    parser.add_argument("--rates", default="1,10,100,1000,10000,100000",
+                        help="comma-separated paced rates, lines/s")
+    parser.add_argument("--unpaced-lines", type=int, default=2_000_000,
+                        help="lines written by each unpaced run (generator and baseline)")
+    parser.add_argument("--stage", default="complet", help="stage folder holding log_generator.py")
+    args = parser.parse_args(argv)
+    try:
+        rates = [float(rate) for rate in args.rates.split(",")]
+    except ValueError:
+        parser.error(f"--rates must be comma-separated numbers, got {args.rates!r}")
+    if args.seconds <= 0 or args.unpaced_lines < 2 or any(rate <= 0 for rate in rates):
+        parser.error("--seconds, --rates must be > 0 and --unpaced-lines >= 2")
+
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, stage {args.stage}, "
+          f"{args.seconds:g} s per paced run", flush=True)
+    print(f"{'rate':>8} | {'pipe achieved':>13} {'error':>7} | {'socket achieved':>15} {'error':>7}")
+    try:
+        for rate in rates:
+            flags = ["--rate", f"{rate:g}", "--duration", f"{args.seconds:g}"]
+            pipe = rate_of(*via_pipe(generator(args.stage, *flags, "--output", "-")))
+            port = free_port()
+            sock = rate_of(*via_socket(generator(args.stage, *flags, "--host", "127.0.0.1",
+                                                 "--port", str(port)), port))
+            print(f"{rate:>8g} | {pipe:>13.2f} {100 * (pipe - rate) / rate:>+6.2f}% | "
+                  f"{sock:>15.2f} {100 * (sock - rate) / rate:>+6.2f}%", flush=True)
+
+        n = str(args.unpaced_lines)
+        port, baseline_port = free_port(), free_port()
+        results = {
+            "pipe": (via_pipe(generator(args.stage, "--rate", "1e12", "--count", n, "--output", "-")),
+                     via_pipe([PYTHON, "-c", BASELINE, n, "stdout"])),
+            "socket": (via_socket(generator(args.stage, "--rate", "1e12", "--count", n,
+                                            "--host", "127.0.0.1", "--port", str(port)), port),
+                       via_socket([PYTHON, "-c", BASELINE, n, str(baseline_port)], baseline_port)),
+        }
+    except KeyboardInterrupt:
+        return 130
+    print(f"\nunpaced ({args.unpaced_lines:,} lines) | generator lines/s | naive baseline lines/s | ratio")
+    for sink, (ours, naive) in results.items():
+        ours_rate, naive_rate = rate_of(*ours), rate_of(*naive)
+        print(f"{sink:>27} | {ours_rate:>17,.0f} | {naive_rate:>22,.0f} | {ours_rate / naive_rate:>4.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
