@@ -5,9 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 60
 
-.PHONY: setup prereqs test demo clean
+.PHONY: setup jars prereqs test demo clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed jars
+
+# Kafka broker + Spark Kafka connector jars into .cache/jars: downloaded once (Maven if installed,
+# else pyspark's Ivy), an offline no-op afterwards. The broker itself is started by demo/tests.
+jars: $(VENV)/.installed
+	@$(PY) finale/local_kafka.py fetch
 
 prereqs:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python 3.10+ is needed, $(PYTHON) is " + sys.version.split()[0] + " (set PYTHON=/path/to/python3.x)")'

@@ -52,7 +52,68 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
 
 def spark_extra_jars() -> list[str]:
     """Jars the test session needs on its classpath (the Kafka connector, see finale/)."""
-    return []
+    local_kafka = load_module("finale", "local_kafka")
+    try:
+        return local_kafka.connector_jars()
+    except local_kafka.KafkaSetupError:
+        # Tests without Kafka still run; the `kafka` fixture fails with the one-line fix.
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """Bootstrap servers of a real Kafka broker with the project's topics.
+
+    KAFKA_BOOTSTRAP_SERVERS set: that cluster, nothing started. Otherwise the project's local
+    broker (finale/local_kafka.py): reused if running, else started on a free port. A broker
+    started by tests is stopped by the last test session still using it (several sessions may
+    share it); a broker started by hand (`local_kafka.py start`) is left running.
+    """
+    local_kafka = load_module("finale", "local_kafka")
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        local_kafka.ensure_topics(external)
+        yield external
+        return
+    users = local_kafka.DEFAULT_STATE_DIR / "test-sessions"
+    users.mkdir(parents=True, exist_ok=True)
+    me = users / str(os.getpid())
+    me.touch()
+    # Holds the pid of a broker started by tests, so a broker started by hand is never stopped.
+    started_by_tests = users / "started-by-tests.pid"
+    try:
+        local_kafka.connector_jars()
+        info, started = local_kafka.start(port=free_port(), log=lambda message: None)
+        if started:
+            started_by_tests.write_text(str(info["pid"]))
+        else:
+            local_kafka.ensure_topics(info["bootstrap_servers"])
+    except local_kafka.KafkaSetupError as error:
+        me.unlink(missing_ok=True)
+        pytest.fail(f"local Kafka: {error}", pytrace=False)
+    try:
+        yield info["bootstrap_servers"]
+    finally:
+        me.unlink(missing_ok=True)
+        others = [path for path in users.iterdir()
+                  if path.name.isdigit() and _pid_alive(int(path.name))]
+        running = local_kafka.broker_info()
+        ours = started_by_tests.exists() and started_by_tests.read_text() == str(
+            running and running["pid"])
+        if ours and not others:
+            local_kafka.stop(log=lambda message: None)
+        if not others:
+            started_by_tests.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
