@@ -1,0 +1,206 @@
+"""finale/alerting.py on small static DataFrames, against hand-computed rows."""
+import hashlib
+import json
+from datetime import datetime
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from conftest import load_module
+
+alerting = load_module("finale", "alerting")
+access_log = load_module("finale", "access_log")
+
+COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
+                 "requests long, errors long, error_rate double")
+ALERTS_SCHEMA = ("alert_id string, rule string, entity_type string, entity string, "
+                 "window_start timestamp, window_end timestamp, requests long, errors long, "
+                 "error_rate double, threshold double, thresholds_version string, severity string")
+
+
+def t(second: int, minute: int = 0) -> datetime:
+    """09:minute:second on the test day (naive = UTC: the session and Python both run in UTC)."""
+    return datetime(2026, 11, 28, 9, minute, second) if second >= 0 else \
+        datetime(2026, 11, 28, 8, 59, 60 + second)
+
+
+def line(ip: str, second: int, request: str, status: int) -> str:
+    return (f'{ip} - - [28/Nov/2026:09:00:{second:02d} +0000] "{request}" {status} 100 '
+            f'"-" "curl/8.5.0"')
+
+
+def test_entity_window_counts_three_scopes_overlapping_windows(spark):
+    lines = [
+        line("10.0.0.1", 5, "GET /a HTTP/1.1", 500),
+        line("10.0.0.1", 15, "GET /a HTTP/1.1", 200),
+        line("10.0.0.2", 12, "GET /b HTTP/1.1", 404),
+        line("10.0.0.2", 25, "-", 400),          # no request line: global and ip only
+        "this is not a log line",                # malformed: counted nowhere
+        line("10.0.0.3", 19, "GET /a HTTP/1.1", 399),  # 399 is not an error
+    ]
+    logs = access_log.parse_access_log(spark.createDataFrame([(v,) for v in lines], "value string"))
+
+    counts = alerting.entity_window_counts(logs, "20 seconds", "10 seconds")
+
+    # Each line falls in two 20 s windows starting on a multiple of 10 s.
+    w1, w2, w3, w4 = (t(-10), t(10)), (t(0), t(20)), (t(10), t(30)), (t(20), t(40))
+    expected = spark.createDataFrame([
+        (*w1, "global", "*", 1, 1, 1.0),
+        (*w1, "ip", "10.0.0.1", 1, 1, 1.0),
+        (*w1, "url", "/a", 1, 1, 1.0),
+        (*w2, "global", "*", 4, 2, 0.5),          # 05 (500), 15, 12 (404), 19 (399)
+        (*w2, "ip", "10.0.0.1", 2, 1, 0.5),
+        (*w2, "ip", "10.0.0.2", 1, 1, 1.0),
+        (*w2, "ip", "10.0.0.3", 1, 0, 0.0),
+        (*w2, "url", "/a", 3, 1, 1 / 3),
+        (*w2, "url", "/b", 1, 1, 1.0),
+        (*w3, "global", "*", 4, 2, 0.5),          # 15, 12 (404), 25 (400), 19
+        (*w3, "ip", "10.0.0.1", 1, 0, 0.0),
+        (*w3, "ip", "10.0.0.2", 2, 2, 1.0),
+        (*w3, "ip", "10.0.0.3", 1, 0, 0.0),
+        (*w3, "url", "/a", 2, 0, 0.0),
+        (*w3, "url", "/b", 1, 1, 1.0),
+        (*w4, "global", "*", 1, 1, 1.0),
+        (*w4, "ip", "10.0.0.2", 1, 1, 1.0),
+    ], COUNTS_SCHEMA)
+    assert counts.columns == list(alerting.COUNTS_COLUMNS)
+    assert dict(counts.dtypes) == dict(expected.dtypes)
+    assertDataFrameEqual(counts, expected)
+
+
+def test_wilson_lower_bound_matches_hand_computation(spark):
+    # 8 errors out of 10 at z = 1.96: p = 0.8, z² = 3.8416,
+    # (0.8 + 3.8416/20 - 1.96·sqrt(0.8·0.2/10 + 3.8416/400)) / (1 + 3.8416/10)
+    # = (0.99208 - 1.96·sqrt(0.025604)) / 1.38416 = (0.99208 - 0.3136245) / 1.38416 = 0.4901568
+    frame = spark.createDataFrame([(8, 10), (0, 0), (0, 10), (10, 10)], "errors long, requests long")
+    bounds = [row[0] for row in frame.select(
+        alerting.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
+    assert bounds[0] == pytest.approx(0.4901568, abs=1e-7)
+    assert bounds[1] is None                      # no request: no bound, never fires
+    assert bounds[2] == pytest.approx(0.0, abs=1e-12)
+    # 10/10: p = 1, margin = z·sqrt(z²/400) = z²/20: (1 + z²/20 - z²/20) / (1 + z²/10) = 1/1.38416
+    assert bounds[3] == pytest.approx(1 / 1.38416, abs=1e-6)
+
+
+W = (t(0), t(30))
+
+
+def counts_frame(spark, rows):
+    return spark.createDataFrame([(*W, kind, entity, n, e, e / n) for kind, entity, n, e in rows],
+                                 COUNTS_SCHEMA)
+
+
+def alert_id(entity_type: str, entity: str, window=W) -> str:
+    micros = [int((bound - datetime(1970, 1, 1)).total_seconds()) * 1_000_000 for bound in window]
+    return hashlib.sha256(f"error_rate|{entity_type}|{entity}|{micros[0]}|{micros[1]}"
+                          .encode()).hexdigest()
+
+
+THRESHOLDS = [
+    ("global", None, 0.10),
+    ("ip", None, 0.30),
+    ("ip", "10.0.0.9", 0.60),   # a known noisy client: its own, higher threshold
+    ("url", "/quiet", 0.01),    # a URL that must never fail
+]
+
+
+def test_alerts_threshold_entity_then_population_then_global(spark):
+    # Every expected Wilson bound below is at z = 1: (p + 1/2n - sqrt(p(1-p)/n + 1/4n²)) / (1 + 1/n).
+    counts = counts_frame(spark, [
+        ("ip", "10.0.0.9", 20, 10),   # own threshold 0.60: bound 0.391 -> no alert
+        ("ip", "10.0.0.1", 20, 10),   # ip population 0.30: bound 0.391 -> alert (rate 0.5: critical)
+        ("ip", "10.0.0.4", 100, 34),  # rate 0.34 > 0.30 but bound 0.2944 -> no alert
+        ("url", "/x", 20, 10),        # no url population: global 0.10 -> alert, critical
+        ("url", "/quiet", 100, 3),    # own 0.01: bound (0.035 - 0.017776)/1.01 = 0.01705 -> alert
+        ("global", "*", 1000, 150),   # global 0.10: bound 0.1391 -> alert, 0.15 < 0.20: warning
+    ])
+    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+
+    fired = alerting.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
+                            thresholds_version="v1")
+
+    expected = spark.createDataFrame([
+        (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
+         "critical"),
+        (alert_id("url", "/x"), "error_rate", "url", "/x", *W, 20, 10, 0.5, 0.10, "v1", "critical"),
+        (alert_id("url", "/quiet"), "error_rate", "url", "/quiet", *W, 100, 3, 0.03, 0.01, "v1",
+         "critical"),
+        (alert_id("global", "*"), "error_rate", "global", "*", *W, 1000, 150, 0.15, 0.10, "v1",
+         "warning"),
+    ], ALERTS_SCHEMA)
+    assert fired.columns == list(alerting.ALERT_COLUMNS)
+    assertDataFrameEqual(fired, expected)
+
+    # The global row the Wilson bound holds back (12/100: bound 0.0912 < 0.10) on its own:
+    quiet = counts_frame(spark, [("global", "*", 100, 12)])
+    assert alerting.alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
+    # ... and fires once the confidence asked for is low enough (z = 0.5: bound 0.1043).
+    assert alerting.alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
+
+
+def test_alerts_min_requests_and_min_errors_gates(spark):
+    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+    counts = counts_frame(spark, [
+        ("ip", "10.0.0.2", 4, 4),   # bound 1/1.25 = 0.8 > 0.30, but only 4 requests
+        ("url", "/y", 5, 2),        # bound (0.5 - 0.2408)/1.2 = 0.216 > 0.10, but only 2 errors
+    ])
+
+    def fired(min_requests, min_errors):
+        return sorted(row.entity for row in
+                      alerting.alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
+
+    assert fired(5, 3) == []
+    assert fired(4, 3) == ["10.0.0.2"]
+    assert fired(5, 2) == ["/y"]
+    assert fired(4, 2) == ["/y", "10.0.0.2"]
+
+
+def test_alert_id_deterministic_and_unique_per_rule_entity_window(spark):
+    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+    later = (t(10), t(40))
+    counts = spark.createDataFrame([
+        (*W, "ip", "10.0.0.1", 20, 10, 0.5),
+        (*W, "url", "10.0.0.1", 20, 10, 0.5),     # same entity string, other type
+        (*later, "ip", "10.0.0.1", 20, 10, 0.5),  # same entity, next window
+    ], COUNTS_SCHEMA)
+    recounted = spark.createDataFrame([(*W, "ip", "10.0.0.1", 40, 30, 0.75)], COUNTS_SCHEMA)
+
+    first = {(r.entity_type, r.window_start): r.alert_id
+             for r in alerting.alerts(counts, thresholds, 5, 3, 1.0).collect()}
+    again = {(r.entity_type, r.window_start): r.alert_id
+             for r in alerting.alerts(counts, thresholds, 5, 3, 1.0).collect()}
+    grown = alerting.alerts(recounted, thresholds, 5, 3, 1.0, "v2").collect()
+
+    assert first == again
+    assert first == {("ip", W[0]): alert_id("ip", "10.0.0.1"),
+                     ("url", W[0]): alert_id("url", "10.0.0.1"),
+                     ("ip", later[0]): alert_id("ip", "10.0.0.1", later)}
+    assert len(set(first.values())) == 3
+    # The same window re-evaluated with more lines (update mode) keeps its id.
+    assert [row.alert_id for row in grown] == [first[("ip", W[0])]]
+
+
+def test_read_thresholds_defaults_file_and_bad_file(spark, tmp_path):
+    missing = alerting.read_thresholds(tmp_path / "absent.json")
+    assert missing["version"] == "defaults"
+    assertDataFrameEqual(
+        alerting.thresholds_frame(spark, missing),
+        spark.createDataFrame([("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
+                              alerting.THRESHOLDS_SCHEMA))
+
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({"version": "abc", "thresholds": [
+        {"scope": "global", "entity": None, "value": 0.05, "windows": 10, "requests": 900},
+        {"scope": "url", "entity": "/cart", "value": 0.2, "windows": 9, "requests": 90},
+    ]}))
+    data = alerting.read_thresholds(path)
+    assert data["version"] == "abc"
+    frame = alerting.thresholds_frame(spark, data)
+    assert frame.columns == ["scope", "entity", "value"]
+    assertDataFrameEqual(frame, spark.createDataFrame(
+        [("global", None, 0.05), ("url", "/cart", 0.2)], alerting.THRESHOLDS_SCHEMA))
+
+    path.write_text('{"version": "abc", "thresholds": [')   # half-written
+    with pytest.raises(ValueError, match="not valid JSON"):
+        alerting.read_thresholds(path)
