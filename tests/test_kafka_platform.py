@@ -1,0 +1,185 @@
+"""The local Kafka platform (finale/local_kafka.py): a real broker, real topics, Spark's connector."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from conftest import ROOT, free_port, load_module
+
+local_kafka = load_module("finale", "local_kafka")
+SCRIPT = str(ROOT / "finale" / "local_kafka.py")
+EXTERNAL = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+def run_script(*args, env=None):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_lines_make_a_round_trip_through_kafka_and_spark(spark, kafka):
+    from kafka import KafkaProducer
+
+    run = uuid.uuid4().hex[:8]
+    # Fixed keys: the client's murmur2 partitioner spreads them over the 3 partitions.
+    keys = [f"10.0.0.{host}" for host in range(1, 7)]
+    lines = [(keys[i % len(keys)],
+              f'{keys[i % len(keys)]} - - [28/Nov/2026:09:14:{i:02d} +0000] '
+              f'"GET /socks/{run}/{i} HTTP/1.1" 200 {100 + i} "-" "pytest"')
+             for i in range(24)]
+    producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+    try:
+        sent = [producer.send("http-logs", key=key.encode(), value=line.encode()).get(timeout=30)
+                for key, line in lines]
+    finally:
+        producer.close()
+    partitions = sorted({meta.partition for meta in sent})
+    assert len(partitions) >= 2, f"keys all landed in partition {partitions}"
+    # Explicit offsets: exactly the range this test wrote (other sessions may share the topic).
+    starting = {"http-logs": {str(p): min(m.offset for m in sent if m.partition == p)
+                              for p in partitions}}
+    ending = {"http-logs": {str(p): max(m.offset for m in sent if m.partition == p) + 1
+                            for p in partitions}}
+
+    records = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka)
+        .option("subscribe", "http-logs")
+        .option("startingOffsets", json.dumps(starting))
+        .option("endingOffsets", json.dumps(ending))
+        .load()
+        .where(F.col("value").cast("string").contains(f"/socks/{run}/"))
+        .select("partition", "offset", F.col("key").cast("string").alias("key"),
+                F.col("value").cast("string").alias("value"))
+    )
+    expected = spark.createDataFrame(
+        [(meta.partition, meta.offset, key, line) for (key, line), meta in zip(lines, sent)],
+        "partition int, offset long, key string, value string",
+    )
+    assertDataFrameEqual(records.orderBy("partition", "offset"),
+                         expected.orderBy("partition", "offset"), checkRowOrder=True)
+    # In order per partition: offsets grow in the order the lines were sent.
+    for partition in partitions:
+        offsets = [meta.offset for meta in sent if meta.partition == partition]
+        assert offsets == sorted(offsets)
+
+
+def test_topics_have_the_expected_configuration(kafka):
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        described = {topic["name"]: len(topic["partitions"])
+                     for topic in admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, ["cleanup.policy"])
+             for name in ("http-logs", "alerts", "http-logs-dlq")],
+            config_filter="all")["topic"]
+    finally:
+        admin.close()
+    assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
+    assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
+        "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete"}
+
+
+@pytest.mark.skipif(EXTERNAL, reason="KAFKA_BOOTSTRAP_SERVERS points at another cluster")
+def test_start_is_idempotent_and_status_reports_the_broker(kafka):
+    info = local_kafka.broker_info()
+    assert info and info["bootstrap_servers"] == kafka
+
+    again = run_script("start")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"Kafka already running (pid {info['pid']}, {kafka})\n"
+    assert local_kafka.broker_info()["pid"] == info["pid"]
+
+    status = run_script("status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[0] == (
+        f"Kafka {local_kafka.KAFKA_VERSION} running: pid {info['pid']}, port {info['port']}, "
+        f"bootstrap servers {kafka}, log {info['log']}")
+    assert {"  http-logs: 3 partitions", "  alerts: 1 partition",
+            "  http-logs-dlq: 1 partition"} <= set(status.stdout.splitlines()[1:])
+
+
+def test_missing_connector_is_a_one_line_error(tmp_path):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import local_kafka; "
+            "local_kafka.ensure_connector(sys.argv[2])")
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "finale"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: Spark's Kafka connector org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 is not "
+        f"in {tmp_path / 'spark-kafka'}: run `make setup` (or `python finale/local_kafka.py "
+        "fetch`)\n")
+
+
+def test_connector_of_another_version_is_refused(tmp_path):
+    jars = local_kafka.complete_jars("spark-kafka")
+    assert jars, "run make setup first"
+    stale = tmp_path / "spark-kafka"
+    stale.mkdir()
+    stamp = json.loads((jars[0].parent / local_kafka.STAMP).read_text())
+    stamp["coordinates"] = ["org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.0"]
+    (stale / local_kafka.STAMP).write_text(json.dumps(stamp))
+    for name in stamp["jars"]:
+        (stale / name).write_bytes(b"")
+    with pytest.raises(local_kafka.KafkaSetupError, match="is not in .*run `make setup`"):
+        local_kafka.connector_jars(tmp_path)
+    assert local_kafka.connector_jars() == [str(jar) for jar in jars]
+
+
+def test_fetch_when_complete_is_an_offline_no_op_without_maven():
+    # No mvn and no network needed: PATH holds nothing, only the stamps are read.
+    result = run_script("fetch", "--resolver", "maven", env={"PATH": "", "HOME": "/nonexistent"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"kafka-broker: {len(local_kafka.complete_jars('kafka-broker'))} jars already in "
+        f"{local_kafka.DEFAULT_JARS_DIR / 'kafka-broker'}\n"
+        f"spark-kafka: {len(local_kafka.complete_jars('spark-kafka'))} jars already in "
+        f"{local_kafka.DEFAULT_JARS_DIR / 'spark-kafka'}\n")
+
+
+def test_ivy_fallback_resolves_the_same_connector_as_maven(tmp_path):
+    """The no-Maven path: pyspark's Ivy (cache in .cache/ivy, so offline after its first run)."""
+    maven = local_kafka.complete_jars("spark-kafka")
+    assert maven, "run make setup first"
+    saved = local_kafka.JAR_SETS
+    local_kafka.JAR_SETS = {"spark-kafka": saved["spark-kafka"]}
+    try:
+        fetched = local_kafka.fetch("ivy", jars_dir=tmp_path, log=lambda message: None)
+    finally:
+        local_kafka.JAR_SETS = saved
+    assert sorted(jar.name for jar in fetched["spark-kafka"]) == sorted(jar.name for jar in maven)
+    stamp = json.loads((tmp_path / "spark-kafka" / local_kafka.STAMP).read_text())
+    assert stamp["resolver"] == "ivy"
+    assert local_kafka.connector_jars(tmp_path) == [str(tmp_path / "spark-kafka" / jar.name)
+                                                     for jar in maven]
+
+
+def test_start_refuses_a_port_held_by_another_program(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(local_kafka.KafkaSetupError, match=f"^port {port} is already in use"):
+            local_kafka.start(port=port, state_dir=tmp_path, log=lambda message: None)
+    assert local_kafka.broker_info(tmp_path) is None
+
+
+def test_start_without_jars_names_the_fix(tmp_path):
+    with pytest.raises(local_kafka.KafkaSetupError,
+                       match=r"broker jars are not in .*: run `make setup`"):
+        local_kafka.start(port=free_port(), state_dir=tmp_path / "state",
+                          jars_dir=tmp_path / "jars", log=lambda message: None)
+
+
+def test_stop_when_not_running_is_a_no_op(tmp_path):
+    messages = []
+    assert local_kafka.stop(state_dir=tmp_path, log=messages.append) is False
+    assert messages == ["Kafka is not running"]
