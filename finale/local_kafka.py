@@ -449,7 +449,10 @@ def wait_until_ready(bootstrap_servers: str, timeout_s: float, pid: int | None =
         if pid is not None and not _alive(pid):
             raise KafkaSetupError(f"the broker exited during startup: {_last_error(log_path)} "
                                   f"(full log: {log_path})")
+        host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
         try:
+            # A cheap TCP probe first: the admin client's bootstrap waits seconds per failure.
+            socket.create_connection((host or "localhost", int(port)), timeout=1).close()
             admin = _admin(bootstrap_servers, timeout_s=2)
             try:
                 admin.list_topics()
@@ -622,8 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
     stop_cmd.add_argument("--timeout", type=float, default=30.0,
                           help="seconds to wait for a clean shutdown before SIGKILL")
 
-    commands.add_parser("status", formatter_class=formatter,
-                        help="is the local broker running: pid, port, topics")
+    status_cmd = commands.add_parser("status", formatter_class=formatter,
+                                     help="is the local broker running: pid, port, topics "
+                                          "(exit status 3 if not)")
+    for command in (start_cmd, stop_cmd, status_cmd):
+        command.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                             help="the broker's data, config, pid and log")
 
     topics_cmd = commands.add_parser("topics", formatter_class=formatter,
                                      help="list (or --create) the topics of a cluster")
@@ -643,13 +650,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "fetch":
         fetch(args.resolver, args.jars_dir, args.ivy_dir, args.force)
     elif args.command == "start":
-        start(args.port, args.timeout, jars_dir=args.jars_dir)
+        start(args.port, args.timeout, args.state_dir, args.jars_dir)
     elif args.command == "stop":
-        stop(args.timeout)
+        stop(args.timeout, args.state_dir)
     elif args.command == "status":
-        info = broker_info()
+        info = broker_info(args.state_dir)
         if not info:
-            print(f"Kafka is not running (state in {DEFAULT_STATE_DIR})")
+            print(f"Kafka is not running (state in {args.state_dir})")
             return 3
         print(f"Kafka {info['kafka_version']} running: pid {info['pid']}, port {info['port']}, "
               f"bootstrap servers {info['bootstrap_servers']}, log {info['log']}")
@@ -667,7 +674,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "port", 1) is not None and not 0 < getattr(args, "port", 1) < 65536:
+    if not 0 < getattr(args, "port", 1) < 65536:
         parser.error(f"--port must be 1..65535, got {args.port}")
     if getattr(args, "timeout", 1) <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout}")
