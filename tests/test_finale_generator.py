@@ -1,0 +1,303 @@
+"""finale/log_generator.py beyond the stage-2 contract (tests/test_generator_contract.py): Kafka
+output on a real broker, incidents and their truth file, --history, --replay."""
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import ROOT, free_port, load_module, wait_for
+
+gen = load_module("finale", "log_generator")
+SCRIPT = str(ROOT / "finale" / "log_generator.py")
+START = "2026-11-28T09:00:00Z"
+T0 = datetime(2026, 11, 28, 9, 0, 0, tzinfo=timezone.utc)
+
+
+def generate(*flags: str) -> list[str]:
+    result = subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def log_time(line: str) -> datetime:
+    return datetime.strptime(line.split("[", 1)[1].split("]", 1)[0], "%d/%b/%Y:%H:%M:%S %z")
+
+
+def status(line: str) -> int:
+    return int(line.split('" ', 1)[1].split(" ", 1)[0])
+
+
+def url(line: str) -> str:
+    return line.split('"', 2)[1].split(" ")[1]
+
+
+def new_topic(bootstrap: str, partitions: int) -> str:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    topic = f"gen-{uuid.uuid4().hex[:12]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+    return topic
+
+
+def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[bytes, bytes]]]:
+    """Every record of the topic, {partition: [(key, value), ...]} in offset order: reads up to
+    the end offsets of each partition, so the count is exact."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: dict[int, list] = {tp.partition: [] for tp in partitions}
+
+        def complete() -> bool:
+            for batch in consumer.poll(timeout_ms=200).values():
+                for record in batch:
+                    records[record.partition].append((record.key, record.value))
+            return all(len(records[tp.partition]) >= ends[tp] for tp in partitions)
+
+        wait_for(complete, 60, f"the {sum(ends.values())} records of {topic}")
+        assert {p: len(r) for p, r in records.items()} == {tp.partition: ends[tp] for tp in partitions}
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+# --- Kafka output -------------------------------------------------------------------------------
+
+def test_lines_land_in_kafka_keyed_by_ip_in_order(kafka):
+    topic = new_topic(kafka, 3)
+    flags = ["--seed", "5", "--rate", "1e9", "--count", "5000", "--start-time", START]
+    result = subprocess.run([sys.executable, SCRIPT, *flags, "--bootstrap-servers", kafka,
+                             "--topic", topic], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"5000 lines delivered to topic {topic}" in result.stderr
+    expected = generate(*flags, "--output", "-")
+    records = read_topic(kafka, topic)
+    assert sum(map(len, records.values())) == 5000
+    by_ip: dict[bytes, list[bytes]] = {}
+    for partition, items in records.items():
+        for key, value in items:
+            assert key == value.split(b" ", 1)[0]  # keyed by client IP
+            by_ip.setdefault(key, []).append(value)
+    assert len([p for p in records.values() if p]) == 3  # 50 IPs spread over the partitions
+    # Each IP's lines are in one partition, in the order they were generated.
+    expected_by_ip: dict[bytes, list[bytes]] = {}
+    for line in expected:
+        expected_by_ip.setdefault(line.split(" ", 1)[0].encode(), []).append(line.encode())
+    assert by_ip == expected_by_ip
+
+
+def test_sigterm_flushes_what_was_sent(kafka):
+    topic = new_topic(kafka, 1)
+    process = subprocess.Popen([sys.executable, SCRIPT, "--rate", "500", "--seed", "1",
+                                "--bootstrap-servers", kafka, "--topic", topic],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: read_end(kafka, topic) >= 200, 60, "lines in the topic")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert "Traceback" not in stderr
+    delivered = int(stderr.split(" lines delivered")[0].split()[-1])
+    assert delivered >= 200 and read_end(kafka, topic) == delivered
+
+
+def read_end(bootstrap: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        return sum(consumer.end_offsets([TopicPartition(topic, 0)]).values())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_unreachable_broker_is_one_line_and_exit_1():
+    result = subprocess.run([sys.executable, SCRIPT, "--bootstrap-servers",
+                             f"localhost:{free_port()}", "--count", "10"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no Kafka broker answers at localhost:")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# --- incidents ----------------------------------------------------------------------------------
+
+# 60 s of log time at 100 lines/s, written unpaced by --history (1/60 h).
+RATE, COUNT = 100, 6000
+MODEL = ["--seed", "21", "--users", "20", "--rate", str(RATE), "--history", repr(1 / 60),
+         "--start-time", START, "--output", "-"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gen.build_traffic_model(20, 20, 30, 21)
+
+
+@pytest.fixture(scope="module")
+def calm(model):
+    return generate(*MODEL)
+
+
+def test_incidents_fail_their_entity_in_their_window_only(tmp_path, model, calm):
+    ip = sorted(set(model.ips) - model.error_ips)[0]  # a user who never fails outside the incident
+    truth = tmp_path / "truth.jsonl"
+    lines = generate(*MODEL, "--incident", f"ip={ip}@10+10", "--incident", "url=/cart@25.5+10",
+                     "--incident", "global@45+5", "--truth", str(truth))
+    assert [json.loads(line) for line in truth.read_text().splitlines()] == [
+        {"kind": "ip", "entity": ip, "start": "2026-11-28T09:00:10.000Z", "end": "2026-11-28T09:00:20.000Z"},
+        {"kind": "url", "entity": "/cart", "start": "2026-11-28T09:00:25.500Z", "end": "2026-11-28T09:00:35.500Z"},
+        {"kind": "global", "entity": "*", "start": "2026-11-28T09:00:45.000Z", "end": "2026-11-28T09:00:50.000Z"},
+    ]
+    assert len(lines) == COUNT
+    # Line i has log time 09:00:00 + i/100 s: the windows are these index ranges.
+    windows = {"ip": range(1000, 2000), "url": range(2550, 3550), "global": range(4500, 5000)}
+    touched = {
+        "ip": [i for i in windows["ip"] if lines[i].startswith(ip + " ")],
+        "url": [i for i in windows["url"] if url(lines[i]) == "/cart"],
+        "global": list(windows["global"]),
+    }
+    for kind, indexes in touched.items():
+        n = len(indexes)
+        failures = sum(status(lines[i]) >= 400 for i in indexes)
+        # Each touched request fails with probability >= 0.9 (documented level): 5 sd of slack.
+        assert n >= 40, kind
+        assert failures >= n * 0.9 - 5 * math.sqrt(n * 0.9 * 0.1), (kind, failures, n)
+        assert failures / n > 0.8
+    incident_lines = set().union(*map(set, touched.values()))
+    for i, (line, before) in enumerate(zip(lines, calm)):
+        if i not in incident_lines:
+            assert line == before, i  # the stage-2 model, byte for byte
+        else:
+            assert line.split('" ', 1)[0] == before.split('" ', 1)[0]  # same visit, maybe failed
+    # Outside the incidents, errors only on error pairs (the stage-2 error model, exactly).
+    for i, line in enumerate(lines):
+        if i not in incident_lines and status(line) >= 400:
+            assert line.split(" ", 1)[0] in model.error_ips and url(line) in model.error_urls
+
+
+def test_incident_at_100_percent_fails_every_touched_line(model, calm):
+    lines = generate(*MODEL, "--incident", "url=/search?q=wool+socks@0+30",
+                     "--incident-error-rate", "100")
+    touched = [line for line in lines[:3000] if url(line) == "/search?q=wool+socks"]
+    assert touched and all(status(line) >= 400 for line in touched)
+    assert lines[3000:] == calm[3000:]
+
+
+def test_random_entities_are_seeded_and_distinct(tmp_path, model):
+    truths = []
+    for run in range(2):
+        truth = tmp_path / f"truth{run}.jsonl"
+        generate("--seed", "21", "--users", "20", "--count", "10", "--rate", "1e9",
+                 "--start-time", START, "--output", "-", "--incident", "ip@1+1",
+                 "--incident", "ip@2+1", "--incident", "url@3+1", "--truth", str(truth))
+        truths.append([json.loads(line) for line in truth.read_text().splitlines()])
+    assert truths[0] == truths[1]
+    first_ip, second_ip, some_url = (item["entity"] for item in truths[0])
+    assert first_ip in model.ips and second_ip in model.ips and first_ip != second_ip
+    assert some_url in model.urls
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("disk@10+5", "unknown incident kind 'disk'"),
+    ("url=/nope@10+5", "unknown URL '/nope'"),
+    ("ip=10.9.9.9@10+5", "unknown IP '10.9.9.9'"),
+    ("ip@10", "must be KIND[=ENTITY]@START+DURATION"),
+    ("ip@ten+5", "START must be seconds >= 0"),
+    ("ip@10+0", "DURATION seconds > 0"),
+    ("global=/cart@1+1", "a global incident takes no entity"),
+])
+def test_bad_incident_is_one_line_and_exit_2(spec, message):
+    result = subprocess.run([sys.executable, SCRIPT, "--incident", spec, "--output", "-"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+# --- history ------------------------------------------------------------------------------------
+
+def test_history_writes_hours_of_log_time_unpaced(tmp_path):
+    out = tmp_path / "history.log"
+    began = time.monotonic()
+    generate("--history", "0.5", "--rate", "4", "--seed", "3", "--start-time", START,
+             "--output", str(out), "--incident", "global@600+60")
+    assert time.monotonic() - began < 30  # 30 min of log time, not paced
+    lines = out.read_text().splitlines()
+    assert len(lines) == 7200  # 0.5 h * 3600 s * 4 lines/s
+    # Line i at 09:00:00 + i/4 s: four lines per second, every second of the half hour.
+    assert [log_time(line) for line in lines] == [T0 + timedelta(seconds=i // 4) for i in range(7200)]
+    # global@600+60: lines 2400..2639 fail at 90 % (all 240 failing would have odds of 1e-11).
+    assert 200 <= sum(status(line) >= 400 for line in lines[2400:2640]) < 240
+
+
+def test_history_ends_now_by_default():
+    lines = generate("--history", "0.01", "--rate", "2", "--seed", "3", "--output", "-")
+    assert len(lines) == 72
+    now = datetime.now(timezone.utc)
+    assert abs((log_time(lines[-1]) - now).total_seconds()) < 30
+    assert abs((log_time(lines[0]) - (now - timedelta(seconds=36))).total_seconds()) < 30
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+REAL_LINES = [
+    '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326',
+    '192.168.1.10 - - [10/Oct/2000:13:55:36 -0700] "GET /a?b=c HTTP/1.1" 404 - "-" "curl/8.5.0"',
+    'not an access-log line at all',
+    '10.0.0.7 - - [10/Oct/2000:13:55:38 -0700] "POST /cart HTTP/1.1" 500 12 "https://x/" "Mozilla/5.0 \\"quoted\\""',
+    '',
+    '10.0.0.8 - - [10/Oct/2000:13:55:40 -0700] "-" 408 0 "-" "-"',
+]
+
+
+def test_replay_sends_the_file_unchanged_in_order(kafka, tmp_path):
+    source = tmp_path / "access.log"
+    source.write_text("\n".join(REAL_LINES))  # no newline after the last line
+    topic = new_topic(kafka, 1)
+    result = subprocess.run([sys.executable, SCRIPT, "--replay", str(source), "--rate", "1000",
+                             "--bootstrap-servers", kafka, "--topic", topic],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = read_topic(kafka, topic)[0]
+    assert [value.decode() for _, value in records] == REAL_LINES
+    assert [key for key, _ in records] == [b"127.0.0.1", b"192.168.1.10", b"not", b"10.0.0.7",
+                                           None, b"10.0.0.8"]
+
+
+def test_replay_speed_follows_the_log_timestamps(tmp_path):
+    source = tmp_path / "access.log"
+    source.write_text("\n".join(REAL_LINES) + "\n")  # log times span 4 s
+    began = time.monotonic()
+    lines = generate("--replay", str(source), "--speed", "2", "--output", "-")
+    elapsed = time.monotonic() - began
+    assert lines == REAL_LINES
+    assert 1.9 <= elapsed <= 6, elapsed  # 4 s of log time at twice the pace: 2 s
+
+
+def test_replay_rate_paces_and_count_stops(tmp_path):
+    source = tmp_path / "access.log"
+    source.write_text("\n".join(REAL_LINES * 10) + "\n")
+    began = time.monotonic()
+    lines = generate("--replay", str(source), "--rate", "10", "--count", "21", "--output", "-")
+    elapsed = time.monotonic() - began
+    assert lines == (REAL_LINES * 4)[:21]
+    assert 1.9 <= elapsed <= 6, elapsed  # line 20 is due 2 s after line 0
