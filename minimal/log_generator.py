@@ -10,6 +10,7 @@ import argparse
 import os
 import random
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -20,8 +21,7 @@ REQUESTS = ["GET /", "GET /socks", "GET /socks/wool", "GET /socks/cotton", "GET 
 # About one status in four is an error (>= 400) so the stage-1 analyzer always has something to show.
 STATUSES = [200] * 12 + [304, 302, 404, 404, 403, 500, 503]
 REFERERS = ["-", "https://chaussettes.io/", "https://www.google.com/"]
-AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64)",
-          "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)", "curl/8.5.0"]
+AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)", "curl/8.5.0"]
 
 
 def make_line() -> str:
@@ -85,6 +85,7 @@ def main(argv=None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     print(f"# listening on {args.host}:{args.port}, {args.rate:g} line(s)/s", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it like Ctrl-C
     try:
         serve(server, args.rate)
     except KeyboardInterrupt:
@@ -92,8 +93,6 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # stdout closed (e.g. piped into head): stop quietly, no exit-flush error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    finally:
-        server.close()
 
 
 if __name__ == "__main__":
