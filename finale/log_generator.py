@@ -352,6 +352,9 @@ class KafkaSink:
 
     def __init__(self, bootstrap_servers: str, topic: str, compression: str):
         from kafka import KafkaProducer
+        from kafka.partitioner.default import murmur2
+
+        self.murmur2 = murmur2
 
         self.topic, self.bootstrap_servers = topic, bootstrap_servers
         self.sent = self.failed = 0
@@ -364,7 +367,10 @@ class KafkaSink:
             compression_type=None if compression == "none" else compression,
             bootstrap_timeout_ms=5_000, max_block_ms=15_000)
         # Fails now (KafkaTimeoutError) rather than at the first line if the topic cannot be had.
-        self.producer.partitions_for(topic)
+        self.partitions = sorted(self.producer.partitions_for(topic))
+        # The partition of each IP, as the default partitioner (murmur2, like the Java client)
+        # computes it, once per IP instead of once per line.
+        self.partition_of: dict[bytes, int] = {}
 
     def _failed(self, error: Exception) -> None:  # runs in the producer's I/O thread
         self.failed += 1
@@ -376,9 +382,15 @@ class KafkaSink:
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
+        partition_of = self.partition_of
         for line in lines:
             space = line.find(b" ")
-            send(topic, value=line, key=line[:space] if space > 0 else None).add_errback(failed)
+            key = line[:space] if space > 0 else None
+            partition = partition_of.get(key) if key is not None else None
+            if partition is None and key is not None:
+                partition = partition_of[key] = self.partitions[
+                    (self.murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+            send(topic, value=line, key=key, partition=partition).add_errback(failed)
         self.sent += len(lines)
 
     def flush(self) -> None:

@@ -89,10 +89,14 @@ def test_lines_land_in_kafka_keyed_by_ip_in_order(kafka):
     expected = generate(*flags, "--output", "-")
     records = read_topic(kafka, topic)
     assert sum(map(len, records.values())) == 5000
+    from kafka.partitioner.default import murmur2
+
     by_ip: dict[bytes, list[bytes]] = {}
     for partition, items in records.items():
         for key, value in items:
             assert key == value.split(b" ", 1)[0]  # keyed by client IP
+            # The partition of the default partitioner (Java client's murmur2): one per IP.
+            assert partition == (murmur2(key) & 0x7FFFFFFF) % 3
             by_ip.setdefault(key, []).append(value)
     assert len([p for p in records.values() if p]) == 3  # 50 IPs spread over the partitions
     # Each IP's lines are in one partition, in the order they were generated.

@@ -1,0 +1,104 @@
+"""How fast the final-stage generator fills Kafka, against the same generator writing to /dev/null.
+
+Run (a broker first: python finale/local_kafka.py start):
+    python bench/bench_finale_generator.py [--lines 200000] [--bootstrap-servers localhost:9092]
+
+Each case runs finale/log_generator.py unpaced (--rate 1e9: nothing waits, so the rate is what the
+generator and its sink sustain) in a subprocess and times it from start to exit, i.e. including the
+interpreter start and, for Kafka, the final flush: every line is acknowledged by the broker when
+the clock stops. Each Kafka case writes into a fresh 3-partition topic (deleted afterwards) and the
+topic's end offsets are checked to hold exactly --lines records. Cases:
+  /dev/null        --output /dev/null (baseline: generation alone)
+  kafka gzip       the default producer (acks=1, 512 KiB batches, linger 20 ms, gzip)
+  kafka none       the same without compression
+Prints one line per case: lines, seconds, lines/s, and the share of the baseline rate.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = ROOT / "finale" / "log_generator.py"
+
+
+def run_case(flags: list[str]) -> float:
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, str(GENERATOR), "--rate", "1e9", "--seed", "1",
+                             "--start-time", "2026-11-28T09:00:00Z", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.monotonic() - began
+    if result.returncode != 0:
+        raise RuntimeError(f"generator failed ({result.returncode}): "
+                           f"{result.stderr.strip().splitlines()[-1:]}")
+    return elapsed
+
+
+def topic_records(admin, consumer, topic: str) -> int:
+    from kafka import TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    return sum(consumer.end_offsets(partitions).values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--lines", type=int, default=200_000, help="lines per case")
+    parser.add_argument("--bootstrap-servers",
+                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    args = parser.parse_args(argv)
+    if args.lines < 1:
+        parser.error(f"--lines must be >= 1, got {args.lines}")
+
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=args.bootstrap_servers)
+        consumer = KafkaConsumer(bootstrap_servers=args.bootstrap_servers, group_id=None)
+    except KafkaError:
+        print(f"error: no Kafka broker answers at {args.bootstrap_servers} "
+              "(start one: python finale/local_kafka.py start)", file=sys.stderr)
+        return 1
+    count = ["--count", str(args.lines)]
+    results = []
+    try:
+        baseline = args.lines / run_case([*count, "--output", os.devnull])
+        results.append(("/dev/null", baseline))
+        for compression in ("gzip", "none"):
+            topic = f"bench-{uuid.uuid4().hex[:10]}"
+            admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+            try:
+                elapsed = run_case([*count, "--bootstrap-servers", args.bootstrap_servers,
+                                    "--topic", topic, "--compression", compression])
+                stored = topic_records(admin, consumer, topic)
+                if stored != args.lines:
+                    raise RuntimeError(f"{topic} holds {stored} records, not {args.lines}")
+                results.append((f"kafka {compression}", args.lines / elapsed))
+            finally:
+                admin.delete_topics([topic])
+    except (RuntimeError, KafkaError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        admin.close()
+        consumer.close()
+    print(f"{args.lines} lines per case, unpaced, on {os.cpu_count()} CPU cores")
+    for name, rate in results:
+        print(f"  {name:<10} {args.lines / rate:6.2f} s  {rate:9,.0f} lines/s  "
+              f"{rate / baseline:6.1%} of the baseline")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
