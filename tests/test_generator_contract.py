@@ -218,6 +218,27 @@ def test_duration_gives_round_rate_times_seconds_lines(run, rate, duration, expe
     assert len(run("--seed", "3", "--rate", rate, "--duration", duration)) == expected
 
 
+def test_reader_leaving_early_is_a_quiet_exit(stage):
+    process = subprocess.Popen([PYTHON, script(stage), "--rate", UNPACED, "--seed", "1", "--output", "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        parse(process.stdout.readline().decode().rstrip("\n"))
+        process.stdout.close()  # like `| head -1`: the next write gets EPIPE
+        assert process.wait(timeout=30) == 0
+        assert process.stderr.read() == b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_unwritable_output_is_one_line_and_exit_1(stage, tmp_path):
+    result = subprocess.run([PYTHON, script(stage), "--count", "1", "--seed", "1",
+                             "--output", str(tmp_path / "missing" / "access.log")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and "error:" in result.stderr, result.stderr
+
+
 def test_pacing_to_stdout(stage):
     began = time.monotonic()
     result = subprocess.run([PYTHON, script(stage), "--rate", "200", "--duration", "2", "--output", "-"],
