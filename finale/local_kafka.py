@@ -138,14 +138,15 @@ def _resolve_maven(coordinates: tuple[str, ...], work: Path) -> list[Path]:
     )
     out = work / "repo"
     command = [
-        shutil.which("mvn") or "mvn", "-B", "-q", "-f", str(work / "pom.xml"),
+        shutil.which("mvn") or "mvn", "-B", "-q", "-Dstyle.color=never", "-f", str(work / "pom.xml"),
         f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
         # The repository layout tells artifact and version apart without parsing file names.
         "-Dmdep.useRepositoryLayout=true", f"-DoutputDirectory={out}",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        errors = [line for line in result.stdout.splitlines() if "[ERROR]" in line]
+        output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+        errors = [line for line in output.splitlines() if "[ERROR]" in line]
         detail = errors[0].replace("[ERROR]", "").strip() if errors else "mvn failed"
         raise KafkaSetupError(f"Maven could not download {coordinates[0]} ({detail[:200]}); "
                               "check the network / proxy (~/.m2/settings.xml) and retry, "
@@ -176,8 +177,9 @@ def _resolve_ivy(coordinates: tuple[str, ...], work: Path, ivy_dir: Path) -> lis
                 if line.startswith("RESOLVED=")]
     if result.returncode != 0 or not resolved or not resolved[0]:
         output = (result.stdout + result.stderr).splitlines()
-        problems = [line.strip() for line in output
-                    if "not found" in line or "Exception" in line or "UNRESOLVED" in line]
+        # Ivy's summary (":: org#artifact;version: not found") first, then any exception.
+        problems = ([line.strip() for line in output if re.match(r"\s*:: \S+#\S+;\S+: ", line)]
+                    + [line.strip() for line in output if "Exception" in line])
         detail = problems[0] if problems else (output[-1].strip() if output else "no output")
         raise KafkaSetupError(f"Ivy could not download {coordinates[0]} ({detail[:200]}); "
                               "check the network / proxy and retry")
@@ -203,9 +205,14 @@ def _resolve_ivy(coordinates: tuple[str, ...], work: Path, ivy_dir: Path) -> lis
     return sorted(jars)
 
 
+def requested_resolver(resolver: str = "auto") -> str:
+    """The resolver asked for: the argument, or env CHAUSSETTES_JAR_RESOLVER when it is `auto`."""
+    return os.environ.get("CHAUSSETTES_JAR_RESOLVER", resolver) if resolver == "auto" else resolver
+
+
 def pick_resolver(resolver: str = "auto") -> str:
     """`auto` means Maven when `mvn` is on the PATH, else pyspark's Ivy."""
-    resolver = os.environ.get("CHAUSSETTES_JAR_RESOLVER", resolver) if resolver == "auto" else resolver
+    resolver = requested_resolver(resolver)
     if resolver == "auto":
         return "maven" if shutil.which("mvn") else "ivy"
     if resolver == "maven" and not shutil.which("mvn"):
@@ -224,13 +231,22 @@ def fetch(resolver: str = "auto", jars_dir: Path = DEFAULT_JARS_DIR,
             log(f"{name}: {len(jars)} jars already in {jars_dir / name}")
             result[name] = jars
             continue
-        used = pick_resolver(resolver)
+        requested, used = requested_resolver(resolver), pick_resolver(resolver)
         log(f"{name}: downloading {', '.join(coordinates)} with {used} ...")
         jars_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=jars_dir) as tmp:
             work = Path(tmp)
-            found = (_resolve_maven(coordinates, work) if used == "maven"
-                     else _resolve_ivy(coordinates, work, ivy_dir))
+            if used == "maven":
+                try:
+                    found = _resolve_maven(coordinates, work)
+                except KafkaSetupError as error:
+                    if requested != "auto":
+                        raise
+                    # auto: a broken Maven setup should not block a user who has pyspark.
+                    log(f"{name}: {error}; trying pyspark's Ivy instead ...")
+                    used = "ivy"
+            if used == "ivy":
+                found = _resolve_ivy(coordinates, work, ivy_dir)
             skip = pyspark_artifacts() if name == "spark-kafka" else set()
             staged = work / "jars"
             staged.mkdir()
