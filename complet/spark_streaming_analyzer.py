@@ -157,7 +157,7 @@ def format_window_report(window_start: datetime, window_end: datetime, requests:
 
     def ranking(title: str, rows: list[tuple[str, int, int]]) -> list[str]:
         lines = [f"  top {n} {title} by errors:" + ("" if rows else " none")]
-        lines += [f"    {rank}. {value}  {errs} errors / {reqs} requests ({rate(errs, reqs)})"
+        lines += [f"    {rank}. {value}  {errs} of {reqs} requests failed ({rate(errs, reqs)})"
                   for rank, (value, errs, reqs) in enumerate(rows, 1)]
         return lines
 
