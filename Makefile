@@ -28,8 +28,10 @@ $(VENV)/.installed: requirements.txt | prereqs
 test: setup
 	$(PY) -m pytest
 
+# The final stage end to end (finale/demo.py): 90 s of traffic by default (the 60 above is the
+# other targets' default), DURATION=0 runs until Ctrl-C.
 demo: setup
-	@bash complet/demo.sh $(DURATION)
+	@$(PY) finale/demo.py --duration $(if $(filter command line environment,$(origin DURATION)),$(DURATION),90)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache

@@ -1,0 +1,422 @@
+"""The final stage end to end: traffic with injected incidents -> Kafka -> Spark alerts -> viewer.
+
+Run:  make demo                      (90 s of traffic, then a summary)
+      make demo DURATION=0           (until Ctrl-C, then the summary)
+      python finale/demo.py --duration 120 --rate 200 --seed 7
+
+What it does, in order:
+1. starts the local Kafka broker (finale/local_kafka.py start) unless one already answers on
+   --bootstrap-servers; it stops it at the end only if it started it;
+2. [hook] learns the thresholds from generated history (threshold helper's step, see below);
+3. starts spark_streaming_analyzer.py (Kafka `http-logs` -> alerts in `alerts`) and waits until it
+   reads the topic;
+4. starts log_generator.py into `http-logs` with incidents of each kind (ip, url, global) at fixed
+   fractions of the run, their truth written to .state/finale/demo/truth.jsonl, and the viewer
+   (alert_viewer.py: the live table on a terminal);
+5. after --duration seconds of traffic (or Ctrl-C) stops everything it started (each child runs in
+   its own process group: SIGINT, then SIGTERM, then SIGKILL) and prints a summary: the incidents,
+   the alerts, the incident each alert matched and the detection latency of each incident
+   (first matching alert's emitted_at - incident start; log time = wall-clock time in live mode).
+Every child's output goes to .state/finale/demo/<name>.log (the viewer's to the terminal when
+stdout is one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STATE = ROOT / ".state" / "finale" / "demo"
+DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+# Incidents as (kind, start, duration) in fractions of the run: one after the other so that each
+# alert is explained by one incident, the last one over early enough for its windows to close.
+SCHEDULE = (("ip", 0.10, 0.20), ("url", 0.25, 0.20), ("global", 0.50, 0.15),
+            ("ip", 0.72, 0.15), ("url", 0.72, 0.15))
+# DURATION=0 (until Ctrl-C) lays the incidents over the first 90 s.
+SCHEDULE_SPAN_FOREVER = 90
+MIN_DURATION = 40
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 (with 'Z' or an offset) -> aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass
+class Incident:
+    number: int
+    kind: str
+    entity: str
+    start: datetime
+    end: datetime
+    alerts: list = field(default_factory=list)
+
+
+def incident_flags(duration: float) -> list[str]:
+    span = duration if duration > 0 else SCHEDULE_SPAN_FOREVER
+    flags = []
+    for kind, start, length in SCHEDULE:
+        flags += ["--incident", f"{kind}@{round(start * span)}+{max(round(length * span), 5)}"]
+    return flags
+
+
+def read_truth(path: Path) -> list[Incident]:
+    incidents = []
+    if path.exists():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            item = json.loads(line)
+            incidents.append(Incident(number, item["kind"], item["entity"],
+                                      parse_time(item["start"]), parse_time(item["end"])))
+    return incidents
+
+
+def match_incident(alert: dict, incidents: list[Incident]) -> Incident | None:
+    """The incident that explains `alert`: its window overlaps the incident, and the incident is on
+    the same entity (best), or global (everything fails), or the alert is the global scope (one
+    failing IP or URL raises the global error rate). None: a false positive."""
+    try:
+        window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    best, best_rank = None, 0
+    for incident in incidents:
+        if not (window_start < incident.end and incident.start < window_end):
+            continue
+        if incident.kind == alert.get("entity_type") and (
+                incident.kind == "global" or incident.entity == alert.get("entity")):
+            rank = 3
+        elif incident.kind == "global":
+            rank = 2
+        elif alert.get("entity_type") == "global":
+            rank = 1
+        else:
+            continue
+        if rank > best_rank:
+            best, best_rank = incident, rank
+    return best
+
+
+def summary(incidents: list[Incident], alerts: dict[str, dict], arrivals: dict[str, datetime],
+            messages: int, listed: int = 25) -> tuple[str, str]:
+    """(the summary to print, the full per-alert listing for a file)."""
+    ordered = sorted(alerts.values(), key=lambda a: (_emitted(a, arrivals), a["alert_id"]))
+    matched: dict[str, Incident | None] = {}
+    for alert in ordered:
+        incident = match_incident(alert, incidents)
+        matched[alert["alert_id"]] = incident
+        if incident is not None:
+            incident.alerts.append(alert)
+    lines = [f"Incidents injected: {len(incidents)}"]
+    for incident in incidents:
+        head = (f"  #{incident.number} {incident.kind:<6} {incident.entity:<22} "
+                f"{incident.start:%H:%M:%S}-{incident.end:%H:%M:%S}")
+        scopes = ", ".join(f"{sum(a.get('entity_type') == scope for a in incident.alerts)} {scope}"
+                           for scope in ("ip", "url", "global"))
+        exact = [a for a in incident.alerts if a.get("entity_type") == incident.kind
+                 and (incident.kind == "global" or a.get("entity") == incident.entity)]
+        if not exact:
+            lines.append(f"{head}  NOT DETECTED  (alerts: {scopes})")
+            continue
+        first = min(exact, key=lambda a: _emitted(a, arrivals))
+        latency = (_emitted(first, arrivals) - incident.start).total_seconds()
+        arrival = (arrivals[first["alert_id"]] - incident.start).total_seconds()
+        lines.append(f"{head}  detected after {latency:5.1f} s (arrived {arrival:5.1f} s)  "
+                     f"alerts: {scopes}")
+    unexplained = [a for a in ordered if matched[a["alert_id"]] is None]
+    lines.append(f"Alerts raised: {len(alerts)} distinct alert_ids ({messages} messages): "
+                 f"{len(alerts) - len(unexplained)} matched an incident, "
+                 f"{len(unexplained)} matched none")
+    listing = [_alert_line(alert, matched[alert["alert_id"]], arrivals) for alert in ordered]
+    # The exact-scope alerts of each incident first, then the false positives, then the rest.
+    firsts = [line for alert, line in zip(ordered, listing)
+              if (incident := matched[alert["alert_id"]]) is not None
+              and alert.get("entity_type") == incident.kind]
+    others = [line for alert, line in zip(ordered, listing) if line not in firsts]
+    shown = (firsts + [line for line in others if line.endswith("no incident")]
+             + [line for line in others if not line.endswith("no incident")])[:listed]
+    lines += shown
+    if len(listing) > len(shown):
+        lines.append(f"  ... {len(listing) - len(shown)} more in the full listing")
+    return "\n".join(lines), "\n".join(listing) + "\n"
+
+
+def _alert_line(alert: dict, incident: Incident | None, arrivals: dict[str, datetime]) -> str:
+    return (f"  {_emitted(alert, arrivals):%H:%M:%S} {str(alert.get('severity')):<8} "
+            f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
+            f"window {_clock(alert.get('window_start'))}-{_clock(alert.get('window_end'))} "
+            f"{alert.get('errors')}/{alert.get('requests')} -> "
+            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident"))
+
+
+def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
+    try:
+        return parse_time(alert["emitted_at"])
+    except (KeyError, TypeError, ValueError):
+        return arrivals[alert["alert_id"]]
+
+
+def _clock(value) -> str:
+    return str(value)[11:19] if value else "-"
+
+
+class AlertCollector(threading.Thread):
+    """Reads every new alert from the end of the topic on, keeping the latest version per alert_id
+    and the wall-clock time the first version arrived."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, echo: bool):
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), group_id=None,
+                                      enable_auto_commit=False, bootstrap_timeout_ms=10_000)
+        partitions = self.consumer.partitions_for_topic(topic) or {0}
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(assigned)
+        self.consumer.seek_to_end(*assigned)
+        for tp in assigned:  # resolve "end" now, before any traffic, so no alert is missed
+            self.consumer.position(tp)
+        self.alerts: dict[str, dict] = {}
+        self.arrivals: dict[str, datetime] = {}
+        self.messages = 0
+        self.echo = echo
+        self.echoed: set[tuple] = set()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for records in self.consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    try:
+                        alert = json.loads(record.value)
+                        alert_id = alert["alert_id"]
+                    except (TypeError, ValueError, KeyError):
+                        continue
+                    self.messages += 1
+                    if alert_id not in self.arrivals:
+                        self.arrivals[alert_id] = datetime.now(timezone.utc)
+                        scope = (alert.get("entity_type"), alert.get("entity"))
+                        # One line per entity that starts alerting, not per window.
+                        if self.echo and scope not in self.echoed:
+                            self.echoed.add(scope)
+                            log(f"alert: {alert.get('severity')} {alert.get('entity_type')} "
+                                f"{alert.get('entity')} window {_clock(alert.get('window_start'))}"
+                                f"-{_clock(alert.get('window_end'))} "
+                                f"{alert.get('errors')}/{alert.get('requests')} errors")
+                    self.alerts[alert_id] = alert
+        self.consumer.close(autocommit=False)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
+
+
+class Children:
+    """Processes started by the demo, each in its own process group (Ctrl-C reaches the demo only,
+    which then stops them in order)."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], log: Path | None) -> subprocess.Popen:
+        out = open(log, "w") if log is not None else None
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10) -> None:
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            if proc.poll() is not None:
+                return
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def broker_answers(bootstrap_servers: str) -> bool:
+    host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def lines_delivered(generator_log: Path) -> int:
+    """N of the generator's last line "N lines delivered to topic ..." (0 if absent)."""
+    found = re.findall(r"^(\d+) lines delivered", generator_log.read_text(errors="replace"), re.M)
+    return int(found[-1]) if found else 0
+
+
+def lines_analyzed(analyzer_log: Path) -> int:
+    """Lines read so far by the analyzer's alerts query, from its per-batch status lines."""
+    return sum(map(int, re.findall(r" alerts batch \d+: (\d+) lines in",
+                                   analyzer_log.read_text(errors="replace"))))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run the final stage end to end with injected incidents, then summarize.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--duration", type=float, default=90,
+                        help=f"seconds of traffic (0 = until Ctrl-C; else >= {MIN_DURATION})")
+    parser.add_argument("--rate", type=float, default=100, help="generated lines per second")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (traffic and incidents)")
+    parser.add_argument("--users", type=int, default=20,
+                        help="generator users (client IPs): few keep the alert table readable")
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
+                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--startup-timeout", type=float, default=300,
+                        help="seconds allowed for the broker and the analyzer to start")
+    parser.add_argument("--drain-timeout", type=float, default=180,
+                        help="seconds allowed, after the traffic, for the analyzer to catch up")
+    args = parser.parse_args(argv)
+    if args.duration < 0 or 0 < args.duration < MIN_DURATION:
+        parser.error(f"--duration must be 0 or >= {MIN_DURATION}, got {args.duration:g}")
+    if args.users < 1:
+        parser.error(f"--users must be >= 1, got {args.users}")
+    if args.rate <= 0:
+        parser.error(f"--rate must be > 0, got {args.rate:g}")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[demo {datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    STATE.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    children = Children()
+    collector = None
+    started_broker = False
+    tty = sys.stdout.isatty()
+    truth = STATE / "truth.jsonl"
+    truth.unlink(missing_ok=True)
+    # A fresh checkpoint: the analyzer reads from the end of http-logs, not a previous demo's traffic.
+    checkpoint = STATE / "checkpoint"
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return_code = 0
+    try:
+        if broker_answers(args.bootstrap_servers):
+            log(f"using the Kafka broker already running at {args.bootstrap_servers}")
+        else:
+            log("starting the local Kafka broker (finale/local_kafka.py start)")
+            started_broker = True
+            port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
+            subprocess.run([python, str(HERE / "local_kafka.py"), "start", "--port", port],
+                           cwd=ROOT, check=True, timeout=args.startup_timeout)
+
+        # --- hook: learn thresholds from generated history (thresholds helper) ---------------
+        # Generate history with `log_generator.py --history HOURS --output FILE`, run
+        # threshold_job.py on it, and pass the thresholds file to the analyzer below.
+        analyzer_flags: list[str] = []
+        # --- end of hook ------------------------------------------------------------------------
+
+        analyzer_log = STATE / "analyzer.log"
+        log(f"starting the analyzer (log: {analyzer_log.relative_to(ROOT)})")
+        analyzer = children.start("analyzer", [
+            python, str(HERE / "spark_streaming_analyzer.py"),
+            "--bootstrap-servers", args.bootstrap_servers, "--starting-offsets", "latest",
+            "--checkpoint", str(checkpoint),
+            *analyzer_flags], analyzer_log)
+        wait_until(lambda: "started queries" in analyzer_log.read_text(errors="replace"),
+                   args.startup_timeout, "the analyzer to start its queries", analyzer)
+
+        collector = AlertCollector(args.bootstrap_servers, "alerts", echo=not tty)
+        collector.start()
+        if tty:
+            children.start("viewer", [python, str(HERE / "alert_viewer.py"),
+                                      "--bootstrap-servers", args.bootstrap_servers], None)
+        else:
+            children.start("viewer", [python, str(HERE / "alert_viewer.py"), "--json",
+                                      "--bootstrap-servers", args.bootstrap_servers],
+                           STATE / "viewer.log")
+        incidents = incident_flags(args.duration)
+        generator_argv = [python, str(HERE / "log_generator.py"), "--rate", str(args.rate),
+                          "--seed", str(args.seed), "--users", str(args.users),
+                          "--bootstrap-servers", args.bootstrap_servers,
+                          "--truth", str(truth), *incidents]
+        if args.duration > 0:
+            generator_argv += ["--duration", str(args.duration)]
+        log(f"starting the generator: {args.rate:g} lines/s, {args.users} users, incidents "
+            f"{' '.join(incidents[1::2])} (seconds from now)")
+        generator = children.start("generator", generator_argv, STATE / "generator.log")
+        if args.duration > 0:
+            try:
+                generator.wait(timeout=args.duration + 30)
+            except subprocess.TimeoutExpired:
+                log("the generator did not finish in time")
+            sent = lines_delivered(STATE / "generator.log")
+            log(f"the generator is done ({sent} lines sent); waiting for the analyzer to read them "
+                f"(at most {args.drain_timeout:g} s)")
+            try:
+                wait_until(lambda: lines_analyzed(analyzer_log) >= sent, args.drain_timeout,
+                           "the analyzer to catch up", analyzer)
+                # Their alerts leave at the end of that micro-batch: one trigger more.
+                time.sleep(6)
+            except RuntimeError as error:
+                log(f"{error}: summarizing what came so far")
+        else:
+            log("running until Ctrl-C")
+            generator.wait()
+    except KeyboardInterrupt:
+        log("Ctrl-C: stopping")
+    except (RuntimeError, subprocess.SubprocessError, OSError) as error:
+        log(f"error: {error}")
+        return_code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        children.stop_all()
+        if collector is not None:
+            collector.stop()
+        if started_broker:
+            log("stopping the local Kafka broker")
+            subprocess.run([python, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if collector is not None:
+        text, listing = summary(read_truth(truth), collector.alerts, collector.arrivals,
+                                collector.messages)
+        (STATE / "alerts.txt").write_text(listing)
+        print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
+              f"truth {truth.relative_to(ROOT)}, every alert in "
+              f"{(STATE / 'alerts.txt').relative_to(ROOT)}) ===")
+        print(text)
+    return return_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
