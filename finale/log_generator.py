@@ -647,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
                        help="producer compression (lz4, snappy and zstd need their Python package)")
     incidents = parser.add_argument_group("incidents")
-    incidents.add_argument("--incident", type=incident_spec, action="append", default=[],
+    incidents.add_argument("--incident", type=incident_spec, action="append", default=None,
                            metavar="KIND[=ENTITY]@START+DURATION",
                            help="KIND ip|url|global: from START for DURATION seconds of log time "
                                 "after line 0, that IP / URL / all traffic mostly fails; ENTITY "
@@ -758,6 +758,7 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.incident = args.incident or []
     check_combinations(parser, args)
     # kafka-python logs connection retries as warnings; failures are reported here in one line.
     kafka_logger = logging.getLogger("kafka")
