@@ -503,15 +503,26 @@ def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS) -> list[str]:
         admin.close()
 
 
-def start(port: int = DEFAULT_PORT, timeout_s: float = 90.0, state_dir: Path = DEFAULT_STATE_DIR,
-          jars_dir: Path = DEFAULT_JARS_DIR, log=print) -> tuple[dict, bool]:
-    """Start the local broker unless it runs already; (broker info, True if started here)."""
+def start(port: int | None = None, timeout_s: float = 90.0, state_dir: Path = DEFAULT_STATE_DIR,
+          jars_dir: Path = DEFAULT_JARS_DIR, log=print,
+          default_port: int = DEFAULT_PORT) -> tuple[dict, bool]:
+    """Start the local broker unless it runs already; (broker info, True if started here).
+
+    port None: reuse the running broker whatever its port, else start on `default_port`.
+    An explicit port that differs from the running broker's is an error, not a silent no-op:
+    the caller would talk to the wrong port.
+    """
     state_dir = Path(state_dir)
     with _state_lock(state_dir):
         info = broker_info(state_dir)
+        if info and port is not None and info["port"] != port:
+            raise KafkaSetupError(f"the local broker already runs on port {info['port']}, not "
+                                  f"{port}: use --bootstrap-servers {info['bootstrap_servers']}, "
+                                  "or stop it first")
         if info:
             log(f"Kafka already running (pid {info['pid']}, {info['bootstrap_servers']})")
             return info, False
+        port = default_port if port is None else port
         java = java_executable()
         jars = complete_jars("kafka-broker", jars_dir)
         if not jars:
@@ -629,8 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     start_cmd = commands.add_parser("start", formatter_class=formatter,
                                     help="start the local broker and create the topics")
-    start_cmd.add_argument("--port", type=int, default=DEFAULT_PORT,
-                           help="client port of the local broker")
+    start_cmd.add_argument("--port", type=int, default=None,
+                           help=f"client port of the local broker (None: {DEFAULT_PORT}, or the "
+                                "port it already runs on; an explicit port that differs from "
+                                "the running broker's is an error)")
     start_cmd.add_argument("--timeout", type=float, default=90.0,
                            help="seconds to wait for the broker to answer")
     start_cmd.add_argument("--jars-dir", type=Path, default=DEFAULT_JARS_DIR,
@@ -690,7 +703,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0 < getattr(args, "port", 1) < 65536:
+    if not 0 < (getattr(args, "port", None) or 1) < 65536:
         parser.error(f"--port must be 1..65535, got {args.port}")
     if getattr(args, "timeout", 1) <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout}")

@@ -93,7 +93,7 @@ def kafka():
     started_by_tests = users / "started-by-tests.pid"
     try:
         local_kafka.connector_jars()
-        info, started = local_kafka.start(port=free_port(), log=lambda message: None)
+        info, started = local_kafka.start(default_port=free_port(), log=lambda message: None)
         if started:
             started_by_tests.write_text(str(info["pid"]))
         else:

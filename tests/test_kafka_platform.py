@@ -98,6 +98,13 @@ def test_start_is_idempotent_and_status_reports_the_broker(kafka):
     assert again.stdout == f"Kafka already running (pid {info['pid']}, {kafka})\n"
     assert local_kafka.broker_info()["pid"] == info["pid"]
 
+    # Asking for another port is refused: the caller would talk to the wrong port.
+    other = free_port()
+    wrong = run_script("start", "--port", str(other))
+    assert wrong.returncode == 1
+    assert wrong.stderr == (f"error: the local broker already runs on port {info['port']}, not "
+                            f"{other}: use --bootstrap-servers {kafka}, or stop it first\n")
+
     status = run_script("status")
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[0] == (
