@@ -548,6 +548,8 @@ def start(port: int | None = None, timeout_s: float = 90.0, state_dir: Path = DE
                 detail = (formatted.stderr or formatted.stdout).strip().splitlines()
                 raise KafkaSetupError(f"formatting {state_dir / 'data'} failed: "
                                       f"{detail[-1] if detail else 'no output'}")
+        if log_path.exists() and log_path.stat().st_size > 20_000_000:
+            log_path.replace(log_path.with_name("kafka.log.1"))  # keep one previous log
         began = time.monotonic()
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(

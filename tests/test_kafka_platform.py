@@ -1,6 +1,7 @@
 """The local Kafka platform (finale/local_kafka.py): a real broker, real topics, Spark's connector."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -152,21 +153,29 @@ def test_fetch_when_complete_is_an_offline_no_op_without_maven():
         f"{local_kafka.DEFAULT_JARS_DIR / 'spark-kafka'}\n")
 
 
-def test_ivy_fallback_resolves_the_same_connector_as_maven(tmp_path):
-    """The no-Maven path: pyspark's Ivy (cache in .cache/ivy, so offline after its first run)."""
-    maven = local_kafka.complete_jars("spark-kafka")
-    assert maven, "run make setup first"
+# The connector's runtime closure minus what pyspark already ships (spark-*, slf4j, lz4, ...).
+CONNECTOR_JARS = ["commons-pool2-2.13.1.jar", "kafka-clients-3.9.2.jar",
+                  "spark-sql-kafka-0-10_2.13-4.2.0.jar",
+                  "spark-token-provider-kafka-0-10_2.13-4.2.0.jar"]
+
+
+@pytest.mark.parametrize("resolver", ["maven", "ivy"])
+def test_both_resolvers_fetch_the_same_connector(resolver, tmp_path):
+    """Maven (fills ~/.m2) and the no-Maven path, pyspark's Ivy (cache in .cache/ivy): both are
+    offline after their first run."""
+    if resolver == "maven" and not shutil.which("mvn"):
+        pytest.skip("Maven is not installed (the Ivy case covers this machine)")
     saved = local_kafka.JAR_SETS
     local_kafka.JAR_SETS = {"spark-kafka": saved["spark-kafka"]}
     try:
-        fetched = local_kafka.fetch("ivy", jars_dir=tmp_path, log=lambda message: None)
+        fetched = local_kafka.fetch(resolver, jars_dir=tmp_path, log=lambda message: None)
     finally:
         local_kafka.JAR_SETS = saved
-    assert sorted(jar.name for jar in fetched["spark-kafka"]) == sorted(jar.name for jar in maven)
+    assert sorted(jar.name for jar in fetched["spark-kafka"]) == CONNECTOR_JARS
     stamp = json.loads((tmp_path / "spark-kafka" / local_kafka.STAMP).read_text())
-    assert stamp["resolver"] == "ivy"
-    assert local_kafka.connector_jars(tmp_path) == [str(tmp_path / "spark-kafka" / jar.name)
-                                                     for jar in maven]
+    assert stamp["resolver"] == resolver
+    assert local_kafka.connector_jars(tmp_path) == [str(tmp_path / "spark-kafka" / name)
+                                                     for name in CONNECTOR_JARS]
 
 
 def test_start_refuses_a_port_held_by_another_program(tmp_path):
