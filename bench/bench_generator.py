@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each paced run")
     parser.add_argument("--rates", default="1,10,100,1000,10000,100000",
-                        help="comma-separated paced rates, lines/s")
+                        help="comma-separated paced rates, lines/s ('' = only the unpaced runs)")
     parser.add_argument("--unpaced-lines", type=int, default=2_000_000,
                         help="lines written by each unpaced run (generator and baseline)")
     parser.add_argument("--stage", default="complet", help="stage folder holding log_generator.py")
     args = parser.parse_args(argv)
     try:
-        rates = [float(rate) for rate in args.rates.split(",")]
+        rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
     except ValueError:
         parser.error(f"--rates must be comma-separated numbers, got {args.rates!r}")
     if args.seconds <= 0 or args.unpaced_lines < 2 or any(rate <= 0 for rate in rates):
