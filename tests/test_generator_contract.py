@@ -405,3 +405,14 @@ def test_minimal_generator_shows_exactly_what_each_client_received():
         assert lines == sent_after_connect[:8]
         for line in lines:
             assert abs((parse(line)["time"] - now).total_seconds()) < 60
+
+
+def test_minimal_generator_bad_input():
+    minimal = str(ROOT / "minimal" / "log_generator.py")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        result = subprocess.run([PYTHON, minimal, "--host", "127.0.0.1", "--port", str(busy.getsockname()[1])],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and "error: cannot listen" in result.stderr
+    result = subprocess.run([PYTHON, minimal, "--rate", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--rate" in result.stderr and "Traceback" not in result.stderr
