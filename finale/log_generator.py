@@ -398,10 +398,18 @@ class KafkaSink:
 
     def close(self) -> bool:
         """Deliver what is queued; True if every line was delivered."""
+        from kafka.errors import KafkaError
+
+        flushed = True
         try:
             self.producer.flush(timeout=30)
+        except KafkaError as error:
+            log(f"error: lines still undelivered after 30 s: {type(error).__name__}: {error}")
+            flushed = False
         finally:
             self.producer.close(timeout=10)
+        if not flushed:
+            return False
         delivered = self.sent - self.failed
         log(f"{delivered} lines delivered to topic {self.topic} at {self.bootstrap_servers}"
             + (f", {self.failed} failed" if self.failed else ""))
@@ -828,13 +836,19 @@ def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
         return 1
     log(f"sending to topic {args.topic} at {args.bootstrap_servers}, {args.rate:g} lines/s"
         + (f", seed {seed}" if args.seed is None else ""))
+    from kafka.errors import KafkaError
+
+    failed = False
     try:
         write_paced(stream, Pacer(args.rate, total), sink)
     except KeyboardInterrupt:
         pass  # what was sent so far still gets delivered below
+    except KafkaError as error:  # e.g. the broker went away and the send buffer stayed full
+        log(f"error: Kafka at {args.bootstrap_servers}: {type(error).__name__}: {error}")
+        failed = True
     finally:
         delivered = sink.close()
-    return 0 if delivered else 1
+    return 0 if delivered and not failed else 1
 
 
 def _run_replay(args) -> int:
@@ -851,17 +865,22 @@ def _run_replay(args) -> int:
         except OSError as error:
             log(f"error: cannot write {args.output}: {error.strerror}")
             return 1
+    from kafka.errors import KafkaError
+
     ok = True
     try:
         with open(args.replay, "rb") as source:
             replay(source, out, args.rate, args.speed, args.count)
     except KeyboardInterrupt:
         pass
+    except KafkaError as error:
+        log(f"error: Kafka at {args.bootstrap_servers}: {type(error).__name__}: {error}")
+        ok = False
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         if kafka:
-            ok = out.close()
+            ok = out.close() and ok
         elif out is not sys.stdout.buffer:
             out.close()
     return 0 if ok else 1
