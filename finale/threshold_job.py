@@ -40,11 +40,16 @@ from pyspark.sql import DataFrame, SparkSession, Window, functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from access_log import parse_access_log  # noqa: E402
 from alerting import entity_window_counts  # noqa: E402
+from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
 
-DEFAULT_OUTPUT = Path(".state/finale/thresholds.json")
-DEFAULT_WINDOW = "1 minute"
-DEFAULT_SLIDE = "10 seconds"
-DEFAULT_MIN_WINDOW_REQUESTS = 10
+# Where the analyzer reads its thresholds by default (the repo's .state/, whatever the cwd).
+DEFAULT_OUTPUT = AnalyzerSettings.thresholds_path
+# The analyzer's windows, so that a learned rate is a rate of the windows the analyzer compares.
+DEFAULT_WINDOW = AnalyzerSettings.window
+DEFAULT_SLIDE = AnalyzerSettings.slide
+# A window too small to alert (the analyzer's --min-requests) is too small to teach a threshold.
+DEFAULT_MIN_WINDOW_REQUESTS = AnalyzerSettings.min_requests
+# 30 windows = 5 minutes of history at the default 10-second slide.
 DEFAULT_MIN_ENTITY_WINDOWS = 30
 DEFAULT_QUANTILE = 0.995
 DEFAULT_Z = 3.0
@@ -172,9 +177,15 @@ def write_json_atomically(path: Path, document: dict) -> None:
         raise
 
 
+def analysed_columns(logs: DataFrame) -> DataFrame:
+    """The parsed columns the statistics and the window counts read: caching only these skips the
+    referer/user-agent unescaping and keeps the cache small."""
+    return logs.select("event_time", "ip", "url", "status", "malformed")
+
+
 def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, DataFrame]:
     """Raw lines (column `value`) -> (thresholds document, eligible window rates for the plot)."""
-    logs = parse_access_log(lines).cache()
+    logs = analysed_columns(parse_access_log(lines)).cache()
     try:
         statistics = input_statistics(logs)
         rates = window_error_rates(logs, params.window, params.slide)
@@ -282,10 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Kafka bootstrap servers (with --kafka)")
     parser.add_argument("--topic", default=DEFAULT_TOPIC, help="Kafka topic of the logs (with --kafka)")
     parser.add_argument("--since", type=iso_time, default=None,
-                        help="with --kafka: first record by Kafka timestamp, ISO 8601 (default: earliest)")
+                        help="with --kafka: first record by Kafka timestamp, ISO 8601 (None = the earliest)")
     parser.add_argument("--until", type=iso_time, default=None,
-                        help="with --kafka: records before this Kafka timestamp, ISO 8601 (default: latest)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="thresholds JSON to write")
+                        help="with --kafka: records before this Kafka timestamp, ISO 8601 (None = the latest)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="thresholds JSON to write (the analyzer's default --thresholds)")
     parser.add_argument("--window", default=DEFAULT_WINDOW,
                         help="window length, as the analyzer's --window ('N seconds|minutes|hours')")
     parser.add_argument("--slide", default=DEFAULT_SLIDE,
@@ -363,8 +375,8 @@ def build_session(args: argparse.Namespace) -> tuple[SparkSession, bool]:
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
     if args.kafka:
-        import local_kafka
-        builder = builder.config("spark.jars", ",".join(local_kafka.connector_jars()))
+        from local_kafka import ensure_connector  # exits with one line naming the fix if missing
+        builder = builder.config("spark.jars", ",".join(ensure_connector()))
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session, True

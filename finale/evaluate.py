@@ -1,0 +1,442 @@
+"""Evaluate the learned thresholds: do injected incidents alert, and does normal traffic stay quiet?
+
+For each seed, one continuous stream of the generator (its default error model, so the history is
+normal operation with its background errors) is written to a file in log time, in three phases:
+
+    [history: --history-minutes] [incidents: ip, url, global, labelled with --truth] [quiet: --quiet-minutes]
+
+One stream rather than separate runs because the generator's lines depend on (seed, line index)
+only: a second run with the same seed would replay the history (in-sample), another seed would
+have other users and URLs. The incidents only change lines inside their own time ranges.
+
+Then, for each window size, in batch mode on one Spark session (fast and exact; the streaming
+wiring is tested with the analyzer):
+1. threshold_job.learn: thresholds from the history phase only;
+2. alerting.entity_window_counts + alerting.alerts (the analyzer's own functions and default
+   --min-requests, --min-errors, --confidence-z) over the incident and quiet phases;
+3. metrics, printed as a table (and written with --json):
+   - recall: incidents with at least one alert on their own entity (same kind and entity, window
+     overlapping the incident) / incidents;
+   - alerts are `on` target (same kind and entity as an incident, window overlapping it),
+     `coll`ateral (another entity, window overlapping an incident: during a global incident every
+     IP and URL really fails, a URL incident raises the global rate) or `false` (no incident);
+     precision = (on + coll) / alerts; false/h = false alerts per hour of evaluated traffic
+     (incident and quiet phases);
+   - quiet: alerts in the incident-free quiet phase (expected: 0);
+   - latency, log time from the incident start to
+       * `earliest`: the earliest possible firing: the first log second at which the running
+         counts of a window of that entity satisfy alerts() (the analyzer emits partial windows in
+         update mode, so it can fire there, plus its trigger interval and ingestion delay);
+       * `window`: the end of the first alerting window (when that window's counts are complete).
+
+Run:
+    .venv/bin/python finale/evaluate.py                      # seeds 1 2 3, windows 30 s and 1 min
+    .venv/bin/python finale/evaluate.py --seeds 4 --windows '30 seconds' --json .state/finale/evaluation.json
+Files: .state/finale/evaluate/seed-S.log (+ .truth.jsonl), thresholds-S-WINDOW.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from access_log import parse_access_log  # noqa: E402
+from alerting import alerts, entity_window_counts, thresholds_frame  # noqa: E402
+from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
+from threshold_job import (ThresholdParams, analysed_columns, duration_seconds,  # noqa: E402
+                           input_statistics, robust_thresholds, thresholds_document,
+                           write_json_atomically)
+
+DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate"
+DEFAULT_START = "2026-11-28T00:00:00Z"
+# Incidents, in seconds from the start of the incident phase: (kind, offset, duration). Apart from
+# each other so that every alert is explained by at most one incident.
+SCHEDULE = (("ip", 60, 120), ("url", 360, 120), ("global", 660, 120))
+INCIDENT_PHASE = 900
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the generator writes for one seed: rate and phase lengths in seconds of log time."""
+    seed: int
+    rate: float = 50.0
+    users: int = 50
+    history: int = 3600
+    quiet: int = 3600
+    start: str = DEFAULT_START
+
+    @property
+    def start_time(self) -> datetime:
+        return parse_time(self.start)
+
+    @property
+    def incidents_start(self) -> datetime:
+        return self.start_time + timedelta(seconds=self.history)
+
+    @property
+    def quiet_start(self) -> datetime:
+        return self.incidents_start + timedelta(seconds=INCIDENT_PHASE)
+
+    @property
+    def end(self) -> datetime:
+        return self.quiet_start + timedelta(seconds=self.quiet)
+
+
+@dataclass
+class Result:
+    seed: int
+    window: str
+    slide: str
+    thresholds_version: str
+    incidents: int
+    detected: int
+    alerts: int
+    on_target: int
+    collateral: int
+    false: int
+    quiet_alerts: int
+    evaluated_hours: float
+    latency_earliest: dict = field(default_factory=dict)  # kind -> seconds (None: not detected)
+    latency_window: dict = field(default_factory=dict)
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.incidents if self.incidents else 1.0
+
+    @property
+    def precision(self) -> float:
+        """Alerts explained by an incident (on its entity or collateral) / alerts."""
+        return (self.on_target + self.collateral) / self.alerts if self.alerts else 1.0
+
+    @property
+    def false_per_hour(self) -> float:
+        return self.false / self.evaluated_hours
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
+    """Write the scenario's log file and truth file with finale/log_generator.py (cached: same
+    scenario, same bytes, so an existing complete file is reused)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = (f"seed-{scenario.seed}-rate-{scenario.rate:g}-users-{scenario.users}-"
+            f"h{scenario.history}-q{scenario.quiet}-"
+            f"{scenario.start_time:%Y%m%dT%H%M%S}")
+    log_path, truth_path, done = (directory / f"{stem}.log", directory / f"{stem}.truth.jsonl",
+                                  directory / f"{stem}.done")
+    if done.exists() and log_path.exists() and truth_path.exists():
+        return log_path, truth_path
+    total = scenario.history + INCIDENT_PHASE + scenario.quiet
+    incidents = [f"{kind}@{scenario.history + offset}+{duration}" for kind, offset, duration in SCHEDULE]
+    argv = [sys.executable, str(HERE / "log_generator.py"), "--seed", str(scenario.seed),
+            "--rate", f"{scenario.rate:g}", "--users", str(scenario.users), "--start-time", scenario.start,
+            "--history", f"{total / 3600:.10g}", "--output", str(log_path), "--truth", str(truth_path)]
+    for incident in incidents:
+        argv += ["--incident", incident]
+    done.unlink(missing_ok=True)
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"log_generator.py failed ({result.returncode}): "
+                           f"{(result.stderr.strip().splitlines() or [''])[-1]}")
+    done.touch()
+    return log_path, truth_path
+
+
+def read_truth(path: Path) -> list[dict]:
+    incidents = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            incidents.append({"kind": item["kind"], "entity": item["entity"],
+                              "start": parse_time(item["start"]), "end": parse_time(item["end"])})
+    return incidents
+
+
+def epoch(name: str) -> Column:
+    """Timestamp column `name` as epoch seconds (double), keeping its name."""
+    return (F.unix_micros(F.col(name)) / 1e6).alias(name)
+
+
+def in_range(logs: DataFrame, since: datetime, until: datetime) -> DataFrame:
+    return logs.where((F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until)))
+
+
+def running_window_counts(logs: DataFrame, window: str, slide: str, entity_type: str,
+                          entity: str) -> DataFrame:
+    """The partial counts the analyzer sees in update mode: for every window of one entity and every
+    log second s in it, the requests/errors of [window_start, s + 1 s), as entity_window_counts rows
+    whose window_end is the end of that prefix (log time has a resolution of one second)."""
+    def of_entity(counts: DataFrame) -> DataFrame:
+        return counts.where((F.col("entity_type") == entity_type) & (F.col("entity") == entity))
+
+    windows = of_entity(entity_window_counts(logs, window, slide)).select(
+        F.col("window_start").alias("w_start"), F.col("window_end").alias("w_end"))
+    seconds = of_entity(entity_window_counts(logs, "1 second", "1 second"))
+    prefix = Window.partitionBy("w_start").orderBy("window_start").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    return (
+        windows
+        .join(seconds, (F.col("window_start") >= F.col("w_start")) & (F.col("window_end") <= F.col("w_end")))
+        .select(
+            F.col("w_start").alias("window_start"),
+            F.col("window_end"),
+            "entity_type",
+            "entity",
+            F.sum("requests").over(prefix).alias("requests"),
+            F.sum("errors").over(prefix).cast("long").alias("errors"),
+        )
+        .withColumn("error_rate", (F.col("errors") / F.col("requests")).cast("double"))
+    )
+
+
+def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, incidents: list[dict],
+                    params: ThresholdParams, directory: Path) -> tuple[Result, dict]:
+    """Learn on the history phase, alert on the rest, score against the truth."""
+    settings = AnalyzerSettings()
+    history = in_range(logs, scenario.start_time, scenario.incidents_start)
+    document = thresholds_document(
+        params, input_statistics(history),
+        robust_thresholds(entity_window_counts(history, params.window, params.slide), params))
+    window_tag = params.window.replace(" ", "")
+    write_json_atomically(directory / f"thresholds-{scenario.seed}-{window_tag}.json", document)
+    thresholds = thresholds_frame(spark, document).cache()
+
+    def fire(counts: DataFrame) -> DataFrame:
+        return alerts(counts, thresholds, settings.min_requests, settings.min_errors, settings.z,
+                      document["version"])
+
+    evaluated = in_range(logs, scenario.incidents_start, scenario.end)
+    # The alerts are the job's output (a few per incident): small enough to score in Python.
+    # Window bounds as epoch seconds: no dependence on the Python process's time zone.
+    fired = (fire(entity_window_counts(evaluated, params.window, params.slide))
+             .select("entity_type", "entity", epoch("window_start"), epoch("window_end")).collect())
+
+    def overlaps(alert, incident) -> bool:
+        return (alert["window_start"] < incident["end"].timestamp()
+                and alert["window_end"] > incident["start"].timestamp())
+
+    def on_target(alert, incident) -> bool:
+        entity = "*" if incident["kind"] == "global" else incident["entity"]
+        return (alert["entity_type"] == incident["kind"] and alert["entity"] == entity
+                and overlaps(alert, incident))
+
+    counts = {"on_target": 0, "collateral": 0, "false": 0, "quiet": 0}
+    for alert in fired:
+        if any(on_target(alert, incident) for incident in incidents):
+            counts["on_target"] += 1
+        elif any(overlaps(alert, incident) for incident in incidents):
+            counts["collateral"] += 1
+        else:
+            counts["false"] += 1
+        if alert["window_start"] >= scenario.quiet_start.timestamp():
+            counts["quiet"] += 1
+
+    latency_earliest, latency_window, running, detected = {}, {}, [], 0
+    margin = timedelta(seconds=duration_seconds(params.window))
+    for number, incident in enumerate(incidents):
+        key = f"{number}:{incident['kind']}"
+        hits = [alert for alert in fired if on_target(alert, incident)]
+        latency_earliest[key] = latency_window[key] = None
+        if not hits:
+            continue
+        detected += 1
+        latency_window[key] = max(0.0, min(a["window_end"] for a in hits) - incident["start"].timestamp())
+        entity = "*" if incident["kind"] == "global" else incident["entity"]
+        around = in_range(evaluated, incident["start"] - margin, incident["end"] + margin)
+        running.append(
+            fire(running_window_counts(around, params.window, params.slide, incident["kind"], entity))
+            .where(F.col("window_end") > F.lit(incident["start"]))
+            .select(F.lit(key).alias("incident"), "window_end"))
+    if running:
+        # All incidents in one job: the earliest prefix end that fires, per incident.
+        union = running[0]
+        for frame in running[1:]:
+            union = union.unionByName(frame)
+        for row in (union.groupBy("incident").agg(F.min("window_end").alias("window_end"))
+                    .select("incident", epoch("window_end")).collect()):
+            start = incidents[int(row["incident"].split(":")[0])]["start"].timestamp()
+            latency_earliest[row["incident"]] = max(0.0, row["window_end"] - start)
+    thresholds.unpersist()
+    result = Result(
+        seed=scenario.seed, window=params.window, slide=params.slide,
+        thresholds_version=document["version"], incidents=len(incidents), detected=detected,
+        alerts=len(fired), on_target=counts["on_target"], collateral=counts["collateral"],
+        false=counts["false"], quiet_alerts=counts["quiet"],
+        evaluated_hours=(scenario.end - scenario.incidents_start).total_seconds() / 3600,
+        latency_earliest=latency_earliest, latency_window=latency_window)
+    return result, document
+
+
+def evaluate_seed(spark: SparkSession, scenario: Scenario, windows: list[tuple[str, str]],
+                  base: ThresholdParams, directory: Path) -> list[Result]:
+    log_path, truth_path = generate(scenario, directory)
+    incidents = read_truth(truth_path)
+    logs = analysed_columns(parse_access_log(spark.read.text(str(log_path)))).cache()
+    try:
+        results = []
+        for window, slide in windows:
+            params = ThresholdParams(window=window, slide=slide,
+                                     min_window_requests=base.min_window_requests,
+                                     min_entity_windows=base.min_entity_windows,
+                                     quantile=base.quantile, z=base.z, delta=base.delta)
+            results.append(evaluate_window(spark, logs, scenario, incidents, params, directory)[0])
+        return results
+    finally:
+        logs.unpersist()
+
+
+def latency_text(results: list[Result], attribute: str) -> str:
+    """Median latency (s) per incident kind, as ip/url/global; '-' when a kind was never detected."""
+    parts = []
+    for kind, *_ in SCHEDULE:
+        found = [value for r in results for key, value in getattr(r, attribute).items()
+                 if key.split(":")[1] == kind and value is not None]
+        parts.append(f"{statistics.median(found):.0f}" if found else "-")
+    return "/".join(parts)
+
+
+def report(results: list[Result]) -> str:
+    header = (f"{'seed':>4} {'window':>10} {'recall':>7} {'alerts':>6} {'on':>4} {'coll':>4} "
+              f"{'false':>5} {'false/h':>7} {'quiet':>5} {'precision':>9}  latency s "
+              f"{'/'.join(kind for kind, *_ in SCHEDULE)}: earliest | window end")
+    lines = [header]
+
+    def row(seed, window, group):
+        incidents = sum(r.incidents for r in group)
+        detected = sum(r.detected for r in group)
+        fired = sum(r.alerts for r in group)
+        on = sum(r.on_target for r in group)
+        coll = sum(r.collateral for r in group)
+        false = sum(r.false for r in group)
+        hours = sum(r.evaluated_hours for r in group)
+        return (f"{seed:>4} {window:>10} {detected:>3}/{incidents:<3} {fired:>6} {on:>4} "
+                f"{coll:>4} {false:>5} {false / hours:>7.2f} "
+                f"{sum(r.quiet_alerts for r in group):>5} {((on + coll) / fired if fired else 1.0):>9.3f}  "
+                f"{latency_text(group, 'latency_earliest'):>9} | {latency_text(group, 'latency_window')}")
+
+    for result in results:
+        lines.append(row(result.seed, result.window, [result]))
+    for window in dict.fromkeys(r.window for r in results):
+        group = [r for r in results if r.window == window]
+        if len(group) > 1:
+            lines.append(row("all", window, group))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from threshold_job import DEFAULT_DELTA, DEFAULT_MIN_ENTITY_WINDOWS, DEFAULT_QUANTILE, DEFAULT_Z
+    from threshold_job import OneLineParser, bounded
+
+    parser = OneLineParser(
+        prog="evaluate.py",
+        description="Learn thresholds from generated history, inject labelled incidents, and "
+                    "measure recall, precision, false alerts per hour and detection latency.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="generator seeds")
+    parser.add_argument("--windows", nargs="+", default=["30 seconds", "1 minute"],
+                        help="window lengths to compare (the analyzer's --window)")
+    parser.add_argument("--slide", default=AnalyzerSettings.slide,
+                        help="window slide (the analyzer's --slide)")
+    parser.add_argument("--rate", type=bounded(float, 0, None, low_open=True, name="--rate"),
+                        default=Scenario.rate, help="generated lines per second of log time")
+    parser.add_argument("--users", type=bounded(int, 1, None, name="--users"), default=Scenario.users,
+                        help="generator --users (one IP each)")
+    parser.add_argument("--history-minutes", type=bounded(int, 1, None, name="--history-minutes"),
+                        default=Scenario.history // 60, help="history to learn the thresholds from")
+    parser.add_argument("--quiet-minutes", type=bounded(int, 1, None, name="--quiet-minutes"),
+                        default=Scenario.quiet // 60, help="incident-free traffic after the incidents")
+    parser.add_argument("--min-window-requests", type=bounded(int, 1, None, name="--min-window-requests"),
+                        default=AnalyzerSettings.min_requests, help="threshold_job.py --min-window-requests")
+    parser.add_argument("--min-entity-windows", type=bounded(int, 1, None, name="--min-entity-windows"),
+                        default=DEFAULT_MIN_ENTITY_WINDOWS, help="threshold_job.py --min-entity-windows")
+    parser.add_argument("--quantile", type=bounded(float, 0, 1, low_open=True, name="--quantile"),
+                        default=DEFAULT_QUANTILE, help="threshold_job.py --quantile")
+    parser.add_argument("--z", type=bounded(float, 0, None, name="--z"), default=DEFAULT_Z,
+                        help="threshold_job.py --z")
+    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"), default=DEFAULT_DELTA,
+                        help="threshold_job.py --delta")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="generated logs and thresholds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--master", default="local[2]", help="Spark master")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    windows = []
+    for window in args.windows:
+        try:
+            if duration_seconds(args.slide) > duration_seconds(window):
+                parser.error(f"--slide {args.slide!r} is longer than the window {window!r}")
+        except ValueError as error:
+            parser.error(f"bad duration {error.args[0]!r} (expected e.g. '30 seconds', '1 minute')")
+        windows.append((window, args.slide))
+    base = ThresholdParams(min_window_requests=args.min_window_requests,
+                           min_entity_windows=args.min_entity_windows,
+                           quantile=args.quantile, z=args.z, delta=args.delta)
+    spark = None
+    try:
+        spark = (
+            SparkSession.builder.master(args.master)
+            .appName("chaussettes-evaluate")
+            .config("spark.sql.shuffle.partitions", "2")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+            .getOrCreate()
+        )
+        spark.sparkContext.setLogLevel("WARN")
+        results = []
+        for seed in args.seeds:
+            scenario = Scenario(seed=seed, rate=args.rate, users=args.users,
+                                history=args.history_minutes * 60,
+                                quiet=args.quiet_minutes * 60)
+            began = time.monotonic()
+            results += evaluate_seed(spark, scenario, windows, base, args.dir)
+            print(f"seed {seed}: evaluated in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+        print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, incidents "
+              f"{' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet {args.quiet_minutes} min; "
+              f"analyzer min_requests {AnalyzerSettings.min_requests}, min_errors "
+              f"{AnalyzerSettings.min_errors}, z {AnalyzerSettings.z}")
+        print(report(results), flush=True)
+        if args.json is not None:
+            write_json_atomically(args.json, {"results": [
+                {**asdict(r), "recall": r.recall, "precision": r.precision,
+                 "false_per_hour": r.false_per_hour} for r in results]})
+        return 0
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"evaluate.py: error: {first_line}", file=sys.stderr)
+        return 1
+    finally:
+        if spark is not None:
+            spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
