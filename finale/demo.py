@@ -41,10 +41,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STATE = ROOT / ".state" / "finale" / "demo"
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-# Incidents as (kind, start, duration) in fractions of the run: one after the other so that each
-# alert is explained by one incident, the last one over early enough for its windows to close.
-SCHEDULE = (("ip", 0.10, 0.20), ("url", 0.25, 0.20), ("global", 0.50, 0.15),
-            ("ip", 0.72, 0.15), ("url", 0.72, 0.15))
+# Incidents as (kind, start, duration) in fractions of the run: an IP and a URL at a time (other
+# entities, so each alert names its incident), two rounds, then a global outage last, since it
+# makes every IP and URL alert; the gaps let the 30 s windows of one round close before the next.
+SCHEDULE = (("ip", 0.11, 0.17), ("url", 0.11, 0.17), ("ip", 0.39, 0.17), ("url", 0.39, 0.17),
+            ("global", 0.72, 0.13))
 # DURATION=0 (until Ctrl-C) lays the incidents over the first 90 s.
 SCHEDULE_SPAN_FOREVER = 90
 MIN_DURATION = 40
@@ -109,10 +110,15 @@ def match_incident(alert: dict, incidents: list[Incident]) -> Incident | None:
     return best
 
 
-def summary(incidents: list[Incident], alerts: dict[str, dict], arrivals: dict[str, datetime],
-            messages: int, listed: int = 25) -> tuple[str, str]:
-    """(the summary to print, the full per-alert listing for a file)."""
-    ordered = sorted(alerts.values(), key=lambda a: (_emitted(a, arrivals), a["alert_id"]))
+def summary(incidents: list[Incident], alerts: dict[str, dict], firsts: dict[str, dict],
+            arrivals: dict[str, datetime], messages: int, listed: int = 25) -> tuple[str, str]:
+    """(the summary to print, the full per-alert listing for a file). `alerts`: the latest version
+    of each alert_id, `firsts`: its first version (whose emitted_at is when it was first raised),
+    `arrivals`: when that first version arrived here."""
+    def raised(alert: dict) -> datetime:
+        return _emitted(firsts.get(alert["alert_id"], alert), arrivals)
+
+    ordered = sorted(alerts.values(), key=lambda a: (raised(a), a["alert_id"]))
     matched: dict[str, Incident | None] = {}
     for alert in ordered:
         incident = match_incident(alert, incidents)
@@ -130,8 +136,8 @@ def summary(incidents: list[Incident], alerts: dict[str, dict], arrivals: dict[s
         if not exact:
             lines.append(f"{head}  NOT DETECTED  (alerts: {scopes})")
             continue
-        first = min(exact, key=lambda a: _emitted(a, arrivals))
-        latency = (_emitted(first, arrivals) - incident.start).total_seconds()
+        first = min(exact, key=raised)
+        latency = (raised(first) - incident.start).total_seconds()
         arrival = (arrivals[first["alert_id"]] - incident.start).total_seconds()
         lines.append(f"{head}  detected after {latency:5.1f} s (arrived {arrival:5.1f} s)  "
                      f"alerts: {scopes}")
@@ -152,7 +158,7 @@ def summary(incidents: list[Incident], alerts: dict[str, dict], arrivals: dict[s
         return (group, incident.number if incident else 0, str(alert.get("entity_type")),
                 str(alert.get("window_start")), str(alert.get("entity")))
 
-    listing = [_alert_line(alert, matched[alert["alert_id"]], arrivals)
+    listing = [_alert_line(alert, matched[alert["alert_id"]], raised(alert))
                for alert in sorted(ordered, key=rank)]
     lines += listing[:listed]
     if len(listing) > listed:
@@ -160,8 +166,8 @@ def summary(incidents: list[Incident], alerts: dict[str, dict], arrivals: dict[s
     return "\n".join(lines), "\n".join(listing) + "\n"
 
 
-def _alert_line(alert: dict, incident: Incident | None, arrivals: dict[str, datetime]) -> str:
-    return (f"  {_emitted(alert, arrivals):%H:%M:%S} {str(alert.get('severity')):<8} "
+def _alert_line(alert: dict, incident: Incident | None, raised: datetime) -> str:
+    return (f"  {raised:%H:%M:%S} {str(alert.get('severity')):<8} "
             f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
             f"window {_clock(alert.get('window_start'))}-{_clock(alert.get('window_end'))} "
             f"{alert.get('errors')}/{alert.get('requests')} -> "
@@ -197,6 +203,7 @@ class AlertCollector(threading.Thread):
             self.consumer.position(tp)
         self.alerts: dict[str, dict] = {}
         self.arrivals: dict[str, datetime] = {}
+        self.firsts: dict[str, dict] = {}
         self.messages = 0
         self.echo = echo
         self.echoed: set[tuple] = set()
@@ -214,6 +221,7 @@ class AlertCollector(threading.Thread):
                     self.messages += 1
                     if alert_id not in self.arrivals:
                         self.arrivals[alert_id] = datetime.now(timezone.utc)
+                        self.firsts[alert_id] = alert
                         scope = (alert.get("entity_type"), alert.get("entity"))
                         # One line per entity that starts alerting, not per window.
                         if self.echo and scope not in self.echoed:
@@ -422,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([python, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if collector is not None:
-        text, listing = summary(read_truth(truth), collector.alerts, collector.arrivals,
+        text, listing = summary(read_truth(truth), collector.alerts, collector.firsts,
+                                collector.arrivals,
                                 collector.messages)
         (STATE / "alerts.txt").write_text(listing)
         print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
