@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, consumer, out=sys.stdout) -> None:
 
     def draw() -> None:
         if tty:
-            rows = max(shutil.get_terminal_size().lines - 4, 3)
+            rows = max(shutil.get_terminal_size().lines - 5, 3)  # title, blank, header, "more", cursor
             out.write(CLEAR_SCREEN)
             out.write(f"Chaussettes.io alerts ({len(book)}, newest first) - "
                       f"{datetime.now(timezone.utc):%H:%M:%S} UTC - Ctrl-C to quit\n\n")
