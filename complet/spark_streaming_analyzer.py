@@ -10,6 +10,7 @@ and since start); they never stop the job. With --secure the Spark security sett
 conf/spark-defaults.conf are applied (authentication, RPC and local-disk encryption).
 """
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -315,6 +316,17 @@ def security_banner(spark: SparkSession, secret_source: str) -> str:
     return f"spark security: {state}" + (f" (secret from {secret_source})" if secret_source else "") + "\n"
 
 
+@contextlib.contextmanager
+def stopping_quietly(console: Console):
+    """Inside foreachBatch: a job cancelled because we are stopping is not an error. Raised back
+    into the JVM, its long Py4J message makes Spark's own stop check overflow its stack."""
+    try:
+        yield
+    except Exception:
+        if not console.closed.is_set():
+            raise
+
+
 def catch_stop_signals(console: Console):
     """Ctrl-C and kill (demo.sh) only close the console, and the main loop then stops the queries:
     an exception raised in the middle of a py4j call would break the connection to the JVM."""
@@ -353,18 +365,23 @@ def main(argv=None) -> int:
         # Spark cannot rank (row_number) inside a streaming aggregation, so the stream only counts per
         # window and (ip, url, status); the finalized windows of each batch are ranked here, statically.
         def report_windows(counts: DataFrame, batch_id: int):
-            counts.persist()
-            for report in window_reports(counts, args.top):
-                console.print(report)
-            counts.unpersist()
+            with stopping_quietly(console):
+                counts.persist()
+                try:
+                    reports = window_reports(counts, args.top)
+                finally:
+                    counts.unpersist()
+                for report in reports:
+                    console.print(report)
 
         def report_malformed(batch: DataFrame, batch_id: int):
-            row = malformed_count(batch).first()
-            if row.lines:
-                totals["lines"] += row.lines
-                totals["malformed"] += row.malformed
-                console.print(f"malformed lines: {row.malformed} of {row.lines} in this batch, "
-                              f"{totals['malformed']} of {totals['lines']} since start\n")
+            with stopping_quietly(console):
+                row = malformed_count(batch).first()
+                if row.lines:
+                    totals["lines"] += row.lines
+                    totals["malformed"] += row.malformed
+                    console.print(f"malformed lines: {row.malformed} of {row.lines} in this batch, "
+                                  f"{totals['malformed']} of {totals['lines']} since start\n")
 
         queries.append(window_counts(logs, args.window, args.slide, args.watermark)
                        .writeStream.outputMode("append").foreachBatch(report_windows)
@@ -382,6 +399,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 1
     finally:
+        console.closed.set()
         for query in queries:
             query.stop()
         if spark is not None:
