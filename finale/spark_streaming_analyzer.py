@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -228,7 +229,10 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     """
     parsed = parse_access_log(log_lines(source))
     dead_letter_writer = (
-        dead_letters(parsed).writeStream
+        dead_letters(parsed)
+        # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
+        .observe("dead_letters", F.count(F.lit(1)).alias("count"))
+        .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)
         .trigger(**trigger)
@@ -359,8 +363,8 @@ def make_status_listener(handler: AlertBatch, log: Callable[[str], None]):
                 watermark = (progress.eventTime or {}).get("watermark", "-")
                 detail = f"{updated} window rows updated, {out} alerts out, watermark {watermark}"
             else:
-                written = progress.sink.numOutputRows if progress.sink is not None else -1
-                detail = f"{written if written >= 0 else '?'} dead letters out"
+                observed = (progress.observedMetrics or {}).get("dead_letters")
+                detail = f"{observed['count'] if observed is not None else 0} dead letters out"
             log(f"{progress.name} batch {progress.batchId}: {rows_in} lines in "
                 f"({rate:.0f} lines/s), {detail}")
 
@@ -434,18 +438,27 @@ def run(args: argparse.Namespace) -> int:
         f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
         f"watermark {args.watermark}, trigger {args.trigger}, thresholds {args.thresholds}"
         f"{'' if args.thresholds.exists() else ' (absent: defaults)'}, checkpoint {args.checkpoint}")
+    # Ctrl-C / SIGTERM only set a flag: PySpark's own SIGINT handler raises KeyboardInterrupt in
+    # the middle of a py4j call, which leaves tracebacks and a half-closed gateway behind.
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     try:
-        # Until every query has ended (available-now) or one fails: then stop the others too.
-        while any(query.isActive for query in queries):
-            spark.streams.awaitAnyTermination()
-            spark.streams.resetTerminated()
-            if any(query.exception() is not None for query in queries):
-                break
+        # Until every query has ended (available-now), one fails, or we are asked to stop.
+        while any(query.isActive for query in queries) and not stop_requested.is_set():
+            if spark.streams.awaitAnyTermination(1):
+                spark.streams.resetTerminated()
+                if any(query.exception() is not None for query in queries):
+                    break
     finally:
         for query in queries:
             query.stop()
-        # Before Python goes: the JVM would otherwise call back into a closed gateway.
-        spark.streams.removeListener(listener)
+        # Drains the listener bus while Python still answers its callbacks (the JVM would
+        # otherwise post the last events to a closed gateway and print stack traces).
+        spark.stop()
+    if stop_requested.is_set():
+        log("interrupted: queries stopped, the checkpoints let a restart resume")
+        return 130
     for query in queries:
         if query.exception() is not None:
             print(f"error: query {query.name} failed: {str(query.exception()).splitlines()[0]}",
