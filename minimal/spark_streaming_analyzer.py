@@ -1,11 +1,11 @@
 """Stage 1: read Apache access logs from a TCP socket with Spark Structured Streaming, show HTTP errors.
-
-Two terminals: `python minimal/log_generator.py` (serves lines on localhost:9999), then
-`python minimal/spark_streaming_analyzer.py`: prints the 4xx/5xx requests, one table per micro-batch.
-"""
+Run `python minimal/log_generator.py` (serves localhost:9999), then in a second terminal this script:
+it prints the failed (4xx/5xx) requests, one table per micro-batch. Ctrl-C stops it."""
 import argparse
+import signal
 import socket
 import sys
+import time
 
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 
@@ -17,9 +17,7 @@ LOG_PATTERN = (
     r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '          # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '      # "%r": method url protocol (or "-")
     r'(\d{3}) (\d+|-)'                           # %>s %b
-    # "%{Referer}i" "%{User-agent}i", with \" escapes; unrolled ([^"\\]* rather than (?:[^"\\]|\\.)*)
-    # because Java's regex engine recurses once per repetition of a group: a 2,000-character user
-    # agent overflowed the stack of the task thread.
+    # "%{Referer}i" "%{User-agent}i"; unrolled, as (?:[^"\\]|\\.)* overflows Java's stack on long fields
     r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
     r'\s*$|^.*$'
 )
@@ -66,8 +64,7 @@ def http_errors(logs: DataFrame) -> DataFrame:
     return logs.where(F.col("status") >= 400).select("event_time", "ip", "method", "url", "status", "bytes")
 
 
-def error_stream(spark: SparkSession, host: str, port: int) -> DataFrame:
-    """The query wiring: socket lines -> parsed logs -> errors (the sink is the caller's choice)."""
+def error_stream(spark: SparkSession, host: str, port: int) -> DataFrame:  # the wiring, sink apart
     lines = spark.readStream.format("socket").option("host", host).option("port", port).load()
     return http_errors(parse_access_log(lines))
 
@@ -78,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="localhost", help="host of the log generator")
     parser.add_argument("--port", type=int, default=9999, help="port of the log generator")
     args = parser.parse_args(argv)
-    try:  # Spark would fail later with a long Java stack trace: check the port ourselves first.
+    try:  # Spark would fail later with a long Java stack trace: check the port first.
         socket.create_connection((args.host, args.port), timeout=5).close()
     except OSError:
         print(f"no log generator is listening on {args.host}:{args.port}: "
@@ -89,11 +86,14 @@ def main(argv=None) -> int:
              .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     query = error_stream(spark, args.host, args.port).writeStream.format("console").start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # pyspark's own calls the JVM mid-call
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:  # Ctrl-C ends the demo: no traceback
-        spark.stop()
-    return 0
+        while query.isActive:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    print(f"the query stopped: {query.exception()}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
