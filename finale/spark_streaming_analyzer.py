@@ -264,10 +264,24 @@ def duration_seconds(text: str) -> float:
     return int(number) * UNIT_SECONDS[unit.rstrip("s")]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except a None default (its help says what unset means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad input: one line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         description="Kafka access logs -> error-rate alerts (topic alerts) and dead letters.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
         help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
@@ -277,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--starting-offsets", default="latest", choices=("latest", "earliest"),
         help="where a query without checkpoint starts reading (a checkpoint always wins)")
     add("--max-offsets-per-trigger", type=int, default=None,
-        help="most records read per micro-batch (default: everything available)")
+        help="most records read per micro-batch (unset: everything available)")
     add("--window", default="30 seconds", help="sliding window length (Spark interval)")
     add("--slide", default="10 seconds", help="sliding window step (Spark interval)")
     add("--watermark", default="10 seconds",
