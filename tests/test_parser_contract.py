@@ -11,7 +11,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import load_module
 
-PARSER_STAGES = [("minimal", "spark_streaming_analyzer"), ("complet", "spark_streaming_analyzer")]
+PARSER_STAGES = [("minimal", "spark_streaming_analyzer"), ("complet", "spark_streaming_analyzer"),
+                 ("finale", "access_log")]
 
 SCHEMA = StructType([
     StructField("value", StringType()),
