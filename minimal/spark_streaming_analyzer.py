@@ -84,13 +84,13 @@ def main(argv=None) -> int:
     spark = (SparkSession.builder.master("local[2]").appName("chaussettes-minimal")
              .config("spark.sql.shuffle.partitions", "2")
              .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-    spark.sparkContext.setLogLevel("WARN")
     query = error_stream(spark, args.host, args.port).writeStream.format("console").start()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # pyspark's own calls the JVM mid-call
     try:
         while query.isActive:
             time.sleep(0.5)
     except KeyboardInterrupt:
+        query.stop()
         return 0
     print(f"the query stopped: {query.exception()}", file=sys.stderr)
     return 1
