@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ if str(HERE) not in sys.path:
 
 from access_log import parse_access_log  # noqa: E402
 from alerting import alerts, entity_window_counts, thresholds_frame  # noqa: E402
+from log_generator import SHOP  # noqa: E402
 from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
 from threshold_job import (ThresholdParams, analysed_columns, duration_seconds,  # noqa: E402
                            input_statistics, robust_thresholds, thresholds_document,
@@ -79,6 +81,8 @@ class Scenario:
     history: int = 3600
     quiet: int = 3600
     start: str = DEFAULT_START
+    # The shortest evaluated window: the URL incident goes to a URL that can alert in it.
+    window_seconds: int = 30
 
     @property
     def start_time(self) -> datetime:
@@ -137,14 +141,16 @@ def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
     scenario, same bytes, so an existing complete file is reused)."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = (f"seed-{scenario.seed}-rate-{scenario.rate:g}-users-{scenario.users}-"
-            f"h{scenario.history}-q{scenario.quiet}-"
+            f"h{scenario.history}-q{scenario.quiet}-w{scenario.window_seconds}-"
             f"{scenario.start_time:%Y%m%dT%H%M%S}")
     log_path, truth_path, done = (directory / f"{stem}.log", directory / f"{stem}.truth.jsonl",
                                   directory / f"{stem}.done")
     if done.exists() and log_path.exists() and truth_path.exists():
         return log_path, truth_path
     total = scenario.history + INCIDENT_PHASE + scenario.quiet
-    incidents = [f"{kind}@{scenario.history + offset}+{duration}" for kind, offset, duration in SCHEDULE]
+    url = alertable_url(scenario)
+    incidents = [f"{kind}{'=' + url if kind == 'url' else ''}@{scenario.history + offset}+{duration}"
+                 for kind, offset, duration in SCHEDULE]
     argv = [sys.executable, str(HERE / "log_generator.py"), "--seed", str(scenario.seed),
             "--rate", f"{scenario.rate:g}", "--users", str(scenario.users), "--start-time", scenario.start,
             "--history", f"{total / 3600:.10g}", "--output", str(log_path), "--truth", str(truth_path)]
@@ -157,6 +163,20 @@ def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
                            f"{(result.stderr.strip().splitlines() or [''])[-1]}")
     done.touch()
     return log_path, truth_path
+
+
+def alertable_url(scenario: Scenario) -> str:
+    """A seeded pick among the URLs whose normal traffic reaches 2 x the analyzer's --min-requests
+    per window: a quieter URL cannot alert by design (min_requests), so an incident on it would
+    measure the traffic, not the thresholds. (Every IP gets rate * window / users requests.)"""
+    total = sum(weight for *_, weight in SHOP)
+    needed = 2 * AnalyzerSettings.min_requests
+    candidates = [url for url, *_, weight in SHOP
+                  if scenario.rate * scenario.window_seconds * weight / total >= needed]
+    if not candidates:
+        raise ValueError(f"no URL gets {needed} requests per {scenario.window_seconds} s window at "
+                         f"{scenario.rate:g} lines/s: raise --rate")
+    return random.Random(f"chaussettes-evaluate:{scenario.seed}").choice(candidates)
 
 
 def read_truth(path: Path) -> list[dict]:
@@ -408,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for seed in args.seeds:
             scenario = Scenario(seed=seed, rate=args.rate, users=args.users,
+                                window_seconds=min(duration_seconds(w) for w, _ in windows),
                                 history=args.history_minutes * 60,
                                 quiet=args.quiet_minutes * 60)
             began = time.monotonic()
