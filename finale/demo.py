@@ -356,9 +356,21 @@ def main(argv: list[str] | None = None) -> int:
                            cwd=ROOT, check=True, timeout=args.startup_timeout)
 
         # --- hook: learn thresholds from generated history (thresholds helper) ---------------
-        # Generate history with `log_generator.py --history HOURS --output FILE`, run
-        # threshold_job.py on it, and pass the thresholds file to the analyzer below.
-        analyzer_flags: list[str] = []
+        # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
+        # ending now and written as fast as the generator can, then threshold_job.py learns from
+        # it and the analyzer gets the file (it re-reads it when it changes).
+        history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
+        log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
+        subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
+                        "--rate", str(args.rate), "--history", "0.5", "--output", str(history)],
+                       cwd=ROOT, check=True, timeout=args.startup_timeout)
+        with open(STATE / "threshold_job.log", "w") as job_log:
+            learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
+                                      "--output", str(thresholds_file)],
+                                     cwd=ROOT, check=True, timeout=args.startup_timeout,
+                                     stdout=subprocess.PIPE, stderr=job_log, text=True)
+        log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
+        analyzer_flags: list[str] = ["--thresholds", str(thresholds_file)]
         # --- end of hook ------------------------------------------------------------------------
 
         analyzer_log = STATE / "analyzer.log"
