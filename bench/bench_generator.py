@@ -4,8 +4,8 @@ Run:  .venv/bin/python bench/bench_generator.py [--seconds 10] [--stage complet]
 
 For each --rate in 1, 10, 100, 1000, 10000, 100000 it runs the generator for --seconds, once writing
 to a pipe read by this script (`--output -`) and once serving one TCP client (this script), and
-prints the achieved rate, measured where the lines arrive: (lines - 1) / (arrival of the last line -
-arrival of the first line), and its error in %. Then it measures the highest rate reached unpaced
+prints the achieved rate, measured where the lines arrive (least-squares slope of the lines
+received against time), and its error in %. Then it measures the highest rate reached unpaced
 (--rate 1e12), to the pipe and to the socket, against a baseline measured in the same run: the naive
 generator (one random.choice per field, one strftime, one write or sendall per line).
 Every figure is wall-clock on whatever else the machine is doing (nothing is pinned to a core);
@@ -58,24 +58,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def count_arrivals(read) -> tuple[int, float]:
-    """Count lines from read() until EOF; return (lines, seconds from first to last arrival)."""
-    lines, first, last = 0, None, None
+def count_arrivals(read) -> list[tuple[float, int]]:
+    """Read until EOF; return (arrival time, lines received so far) for each read that had lines."""
+    arrivals, lines = [], 0
     while chunk := read():
         newlines = chunk.count(b"\n")
         if newlines:
-            now = time.perf_counter()
-            if first is None:
-                first, lines = now, newlines - 1  # the first line marks time zero
-            else:
-                lines += newlines
-            last = now
-    return lines + 1 if first is not None else 0, (last - first) if first is not None else 0.0
+            lines += newlines
+            arrivals.append((time.perf_counter(), lines))
+    return arrivals
 
 
-def rate_of(lines: int, span: float) -> float:
-    # lines - 1 intervals between the first and the last line
-    return (lines - 1) / span if lines > 1 and span > 0 else float("nan")
+def rate_of(arrivals: list[tuple[float, int]]) -> float:
+    """Least-squares slope of lines received against time: lines per second.
+
+    A fit over every arrival rather than (last - first) / span, so that one line delayed by the
+    scheduler (common at 1 line/s on a loaded machine) does not weigh as much as the whole run.
+    """
+    if len(arrivals) < 2:
+        return float("nan")
+    n = len(arrivals)
+    mean_t = sum(t for t, _ in arrivals) / n
+    mean_lines = sum(lines for _, lines in arrivals) / n
+    covariance = sum((t - mean_t) * (lines - mean_lines) for t, lines in arrivals)
+    variance = sum((t - mean_t) ** 2 for t, _ in arrivals)
+    return covariance / variance
 
 
 def children_cpu() -> float:
@@ -83,7 +90,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def via_pipe(command: list[str]) -> tuple[int, float]:
+def via_pipe(command: list[str]) -> list[tuple[float, int]]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     fd = process.stdout.fileno()
     result = count_arrivals(lambda: os.read(fd, 1 << 20))
@@ -95,11 +102,11 @@ def via_pipe(command: list[str]) -> tuple[int, float]:
 def cpu_rate(via, *arguments) -> tuple[float, float]:
     """(lines/s of wall time at the reader, lines per CPU second of the writer process)."""
     cpu_before = children_cpu()
-    lines, span = via(*arguments)
-    return rate_of(lines, span), lines / (children_cpu() - cpu_before)
+    arrivals = via(*arguments)
+    return rate_of(arrivals), arrivals[-1][1] / (children_cpu() - cpu_before)
 
 
-def via_socket(command: list[str], port: int) -> tuple[int, float]:
+def via_socket(command: list[str], port: int) -> list[tuple[float, int]]:
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     # Both the generator and the baseline say "listening..." on stderr once the port is open.
     if not process.stderr.readline().startswith("listening"):
@@ -141,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rate in rates:
             flags = ["--rate", f"{rate:g}", "--duration", f"{args.seconds:g}"]
-            pipe = rate_of(*via_pipe(generator(args.stage, *flags, "--output", "-")))
+            pipe = rate_of(via_pipe(generator(args.stage, *flags, "--output", "-")))
             port = free_port()
-            sock = rate_of(*via_socket(generator(args.stage, *flags, "--host", "127.0.0.1",
+            sock = rate_of(via_socket(generator(args.stage, *flags, "--host", "127.0.0.1",
                                                  "--port", str(port)), port))
             print(f"{rate:>8g} | {pipe:>13.2f} {100 * (pipe - rate) / rate:>+6.2f}% | "
                   f"{sock:>15.2f} {100 * (sock - rate) / rate:>+6.2f}%", flush=True)
