@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
         log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
         subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
-                        "--rate", str(args.rate), "--history", "0.5", "--output", str(history)],
+                        "--rate", str(args.rate), "--users", str(args.users),
+                        "--history", "0.5", "--output", str(history)],
                        cwd=ROOT, check=True, timeout=args.startup_timeout)
         with open(STATE / "threshold_job.log", "w") as job_log:
             learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
