@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 2 demo (`make demo DURATION=60`, or `bash complet/demo.sh [DURATION]`): starts the log generator
-# (20 users, 2 of them error users, 3 error URLs, 20 lines/s) and the Spark analyzer (10 s windows every
+# Stage 2 demo: `bash complet/demo.sh [DURATION]` starts the log generator (10 users, 2 of them error
+# users, 6 error URLs failing 80 % of the time, 20 lines/s) and the Spark analyzer (10 s windows every
 # 5 s), shows the analyzer's per-window reports for DURATION seconds (default 60; 0 = until Ctrl-C),
 # then stops every process it started. Spark's own log goes to .state/complet/demo/analyzer.log.
 set -euo pipefail
@@ -44,8 +44,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-setsid "$PY" complet/log_generator.py --port "$PORT" --rate 20 --users 20 --error-users 10 \
-  --error-urls 10 --error-rate 50 >/dev/null 2>"$LOG_DIR/generator.log" &
+setsid "$PY" complet/log_generator.py --port "$PORT" --rate 20 --users 10 --error-users 20 \
+  --error-urls 20 --error-rate 80 >/dev/null 2>"$LOG_DIR/generator.log" &
 pids+=("$!")
 for _ in $(seq 100); do
   grep -q "^listening on" "$LOG_DIR/generator.log" 2>/dev/null && break
