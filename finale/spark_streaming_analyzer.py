@@ -280,6 +280,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
+        prog="spark_streaming_analyzer.py",
         description="Kafka access logs -> error-rate alerts (topic alerts) and dead letters.",
         formatter_class=HelpFormatter)
     add = parser.add_argument

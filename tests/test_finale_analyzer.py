@@ -5,6 +5,7 @@ generated unpaced with --history, sent with --replay): log time is separate from
 minutes of log time reach Kafka in a second. Every test uses its own topics and checkpoints.
 """
 import json
+import os
 import uuid
 from datetime import datetime, timedelta
 
@@ -13,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import load_module
+from conftest import free_port, load_module
 
 analyzer = load_module("finale", "spark_streaming_analyzer")
 generator = load_module("finale", "log_generator")
@@ -259,3 +260,47 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
                 if alert[0] == "ip" and alert[1] == truth[0]["entity"]
                 and alert[2] < split_time < alert[2] + timedelta(seconds=WINDOW_S)]
     assert spanning, "no alert window spans the restart: the test would not see a lost state"
+
+
+def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
+    path = tmp_path / "thresholds.json"
+    messages = []
+    thresholds = analyzer.Thresholds(path, messages.append)
+
+    def document(version, value):
+        return json.dumps({"version": version,
+                           "thresholds": [{"scope": "global", "entity": None, "value": value}]})
+
+    frame, version = thresholds.current(spark)                  # no file: the defaults
+    assert version == "defaults" and frame.count() == 3
+    path.write_text(document("v1", 0.2))
+    frame, version = thresholds.current(spark)
+    assert (version, [row.value for row in frame.collect()]) == ("v1", [0.2])
+    path.write_text(document("v2", 0.4))
+    os.utime(path, (1, 1))                                      # a different mtime, whatever the clock
+    frame, version = thresholds.current(spark)
+    assert (version, [row.value for row in frame.collect()]) == ("v2", [0.4])
+    path.write_text('{"version": "v3", "thresh')                 # half-written: keep v2
+    os.utime(path, (2, 2))
+    frame, version = thresholds.current(spark)
+    assert (version, [row.value for row in frame.collect()]) == ("v2", [0.4])
+    assert messages[-1].startswith("warning: thresholds not reloaded, keeping version v2")
+
+
+def test_cli_one_line_errors(kafka, capsys):
+    with pytest.raises(SystemExit) as bad_flag:
+        analyzer.main(["--window", "30s"])
+    assert bad_flag.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "spark_streaming_analyzer.py: error: --window must be a Spark interval like '30 seconds', "
+        "got '30s'"]
+
+    missing = f"test-analyzer-absent-{uuid.uuid4().hex[:8]}"
+    assert analyzer.main(["--bootstrap-servers", kafka, "--topic", missing]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: topic(s) {missing} do not exist on {kafka}: `python finale/local_kafka.py start` "
+        "creates the project's topics"]
+
+    nobody = f"localhost:{free_port()}"
+    problem = analyzer.check_kafka(nobody, ["http-logs"], timeout_s=2)
+    assert problem.startswith(f"no Kafka broker answers at {nobody} (")
