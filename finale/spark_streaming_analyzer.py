@@ -346,7 +346,8 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="analyzer-check",
-                                 request_timeout_ms=int(timeout_s * 1000))
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
         try:
             existing = set(admin.list_topics())
         finally:
