@@ -350,10 +350,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"using the Kafka broker already running at {args.bootstrap_servers}")
         else:
             log("starting the local Kafka broker (finale/local_kafka.py start)")
-            started_broker = True
             port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
-            subprocess.run([python, str(HERE / "local_kafka.py"), "start", "--port", port],
-                           cwd=ROOT, check=True, timeout=args.startup_timeout)
+            started = subprocess.run([python, str(HERE / "local_kafka.py"), "start", "--port", port],
+                                     cwd=ROOT, timeout=args.startup_timeout, capture_output=True,
+                                     text=True)
+            if started.returncode != 0:
+                last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
+                raise RuntimeError(last.removeprefix("error: "))
+            for line in started.stdout.strip().splitlines():
+                log(line)
+            # It may have been started meanwhile by someone else (tests): then it is not ours to stop.
+            started_broker = "already running" not in started.stdout
 
         # --- hook: learn thresholds from generated history (thresholds helper) ---------------
         # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
