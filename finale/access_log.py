@@ -18,7 +18,10 @@ LOG_PATTERN = (
     r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '               # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '           # "%r": method url protocol, or "-"
     r'(\d{3}) (\d+|-)'                                # %>s %b
-    r'(?: "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)")?'  # "%{Referer}i" "%{User-agent}i"
+    # "%{Referer}i" "%{User-agent}i" with their \" escapes, unrolled: the plain alternation
+    # (?:[^"\\]|\\.)* recurses once per character in Java's regex engine and overflows its stack
+    # on a long user agent.
+    r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
     r'\s*$|^.*$'
 )
 FIELDS = ("ip", "ident", "user", "time", "method", "url", "protocol",
