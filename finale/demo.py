@@ -5,20 +5,26 @@ Run:  make demo                      (90 s of traffic, then a summary)
       python finale/demo.py --duration 120 --rate 200 --seed 7
 
 What it does, in order:
-1. starts the local Kafka broker (finale/local_kafka.py start) unless one already answers on
-   --bootstrap-servers; it stops it at the end only if it started it;
-2. [hook] learns the thresholds from generated history (threshold helper's step, see below);
-3. starts spark_streaming_analyzer.py (Kafka `http-logs` -> alerts in `alerts`) and waits until it
-   reads the topic;
-4. starts log_generator.py into `http-logs` with incidents of each kind (ip, url, global) at fixed
-   fractions of the run, their truth written to .state/finale/demo/truth.jsonl, and the viewer
-   (alert_viewer.py: the live table on a terminal);
-5. after --duration seconds of traffic (or Ctrl-C) stops everything it started (each child runs in
-   its own process group: SIGINT, then SIGTERM, then SIGKILL) and prints a summary: the incidents,
-   the alerts, the incident each alert matched and the detection latency of each incident
-   (first matching alert's emitted_at - incident start; log time = wall-clock time in live mode).
-Every child's output goes to .state/finale/demo/<name>.log (the viewer's to the terminal when
-stdout is one).
+1. uses the Kafka broker answering on --bootstrap-servers, or starts the local one
+   (finale/local_kafka.py start), which it then stops at the end;
+2. learns the thresholds: 30 min of the same generated traffic (--history, no incidents), then
+   threshold_job.py, whose file the analyzer gets;
+3. starts spark_streaming_analyzer.py (Kafka `http-logs` -> alerts in `alerts`, a fresh checkpoint,
+   reading from the end of the topic) and waits for its first micro-batch;
+4. starts the viewer (alert_viewer.py: the live table when stdout is a terminal, else one line per
+   entity that starts alerting) and log_generator.py into `http-logs`: --rate lines/s, --users
+   users, incidents at fixed fractions of the run (an IP and a URL at 11 %, two others at 39 %,
+   each for 17 %, then a global outage at 72 % for 13 %; with DURATION=0 over the first 90 s), their
+   truth in .state/finale/demo/truth.jsonl;
+5. after --duration seconds of traffic waits until the analyzer has read every line, or stops on
+   Ctrl-C; stops everything it started (each child in its own process group: SIGINT, then SIGTERM,
+   then SIGKILL) and prints a summary: each incident with its detection latency (the first alert on
+   that incident's own scope and entity: its first emitted_at - the incident's start, and its
+   arrival here; log time = wall-clock time in live mode), the alerts by scope, and which incident
+   each alert matched (a window overlapping the incident, on its entity, or any entity for a global
+   incident, or the global scope for any incident; none = a false positive).
+Output of the children: .state/finale/demo/<name>.log; every alert: .state/finale/demo/alerts.txt.
+One demo at a time: a second one would share those files.
 """
 from __future__ import annotations
 
