@@ -332,32 +332,34 @@ def latency_text(results: list[Result], attribute: str) -> str:
     return "/".join(parts)
 
 
-def report(results: list[Result]) -> str:
-    header = (f"{'seed':>4} {'window':>10} {'recall':>7} {'alerts':>6} {'on':>4} {'coll':>4} "
-              f"{'false':>5} {'false/h':>7} {'quiet':>5} {'precision':>9}  latency s "
-              f"{'/'.join(kind for kind, *_ in SCHEDULE)}: earliest | window end")
-    lines = [header]
+HEADER = (f"{'seed':>4} {'window':>10} {'recall':>7} {'alerts':>6} {'on':>4} {'coll':>4} "
+          f"{'false':>5} {'false/h':>7} {'quiet':>5} {'precision':>9}  latency s "
+          f"{'/'.join(kind for kind, *_ in SCHEDULE)}: earliest | window end")
 
-    def row(seed, window, group):
-        incidents = sum(r.incidents for r in group)
-        detected = sum(r.detected for r in group)
-        fired = sum(r.alerts for r in group)
-        on = sum(r.on_target for r in group)
-        coll = sum(r.collateral for r in group)
-        false = sum(r.false for r in group)
-        hours = sum(r.evaluated_hours for r in group)
-        return (f"{seed:>4} {window:>10} {detected:>3}/{incidents:<3} {fired:>6} {on:>4} "
-                f"{coll:>4} {false:>5} {false / hours:>7.2f} "
-                f"{sum(r.quiet_alerts for r in group):>5} {((on + coll) / fired if fired else 1.0):>9.3f}  "
-                f"{latency_text(group, 'latency_earliest'):>9} | {latency_text(group, 'latency_window')}")
 
-    for result in results:
-        lines.append(row(result.seed, result.window, [result]))
+def report_row(seed, window: str, group: list[Result]) -> str:
+    """One line of the table for the results in `group` (one run, or every seed of a window)."""
+    incidents = sum(r.incidents for r in group)
+    detected = sum(r.detected for r in group)
+    fired = sum(r.alerts for r in group)
+    on = sum(r.on_target for r in group)
+    coll = sum(r.collateral for r in group)
+    false = sum(r.false for r in group)
+    hours = sum(r.evaluated_hours for r in group)
+    return (f"{seed:>4} {window:>10} {detected:>3}/{incidents:<3} {fired:>6} {on:>4} "
+            f"{coll:>4} {false:>5} {false / hours:>7.2f} "
+            f"{sum(r.quiet_alerts for r in group):>5} {((on + coll) / fired if fired else 1.0):>9.3f}  "
+            f"{latency_text(group, 'latency_earliest'):>9} | {latency_text(group, 'latency_window')}")
+
+
+def summary_rows(results: list[Result]) -> list[str]:
+    """One 'all' line per window size, over every seed."""
+    rows = []
     for window in dict.fromkeys(r.window for r in results):
         group = [r for r in results if r.window == window]
         if len(group) > 1:
-            lines.append(row("all", window, group))
-    return "\n".join(lines)
+            rows.append(report_row("all", window, group))
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,20 +427,24 @@ def main(argv: list[str] | None = None) -> int:
             .getOrCreate()
         )
         spark.sparkContext.setLogLevel("WARN")
+        print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, "
+              f"incidents {' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet "
+              f"{args.quiet_minutes} min; analyzer min_requests {AnalyzerSettings.min_requests}, "
+              f"min_errors {AnalyzerSettings.min_errors}, z {AnalyzerSettings.z}")
+        print(HEADER, flush=True)
         results = []
         for seed in args.seeds:
             scenario = Scenario(seed=seed, rate=args.rate, users=args.users,
                                 window_seconds=min(duration_seconds(w) for w, _ in windows),
-                                history=args.history_minutes * 60,
-                                quiet=args.quiet_minutes * 60)
+                                history=args.history_minutes * 60, quiet=args.quiet_minutes * 60)
             began = time.monotonic()
-            results += evaluate_seed(spark, scenario, windows, base, args.dir)
+            seed_results = evaluate_seed(spark, scenario, windows, base, args.dir)
+            for result in seed_results:
+                print(report_row(result.seed, result.window, [result]), flush=True)
             print(f"seed {seed}: evaluated in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
-        print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, incidents "
-              f"{' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet {args.quiet_minutes} min; "
-              f"analyzer min_requests {AnalyzerSettings.min_requests}, min_errors "
-              f"{AnalyzerSettings.min_errors}, z {AnalyzerSettings.z}")
-        print(report(results), flush=True)
+            results += seed_results
+        for row in summary_rows(results):
+            print(row, flush=True)
         if args.json is not None:
             write_json_atomically(args.json, {"results": [
                 {**asdict(r), "recall": r.recall, "precision": r.precision,

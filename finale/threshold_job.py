@@ -171,6 +171,10 @@ def write_json_atomically(path: Path, document: dict) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(document, out, indent=2)
             out.write("\n")
+        # mkstemp creates the file 0600: give it the usual permissions (0666 minus the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -371,6 +375,7 @@ def build_session(args: argparse.Namespace) -> tuple[SparkSession, bool]:
         .appName("chaussettes-threshold-job")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
