@@ -90,17 +90,19 @@ def read_truth(path: Path) -> list[Incident]:
     return incidents
 
 
-def match_incident(alert: dict, incidents: list[Incident]) -> Incident | None:
-    """The incident that explains `alert`: its window overlaps the incident, and the incident is on
-    the same entity (best), or global (everything fails), or the alert is the global scope (one
-    failing IP or URL raises the global error rate). None: a false positive."""
+def match_incident(alert: dict, raised: datetime, incidents: list[Incident]) -> Incident | None:
+    """The incident that explains `alert`, first raised at `raised`: an incident that had begun
+    by then, whose time overlaps the alert's window, and that is on the same entity (best), or
+    global (everything fails), or any incident if the alert is on the global scope (one failing
+    IP or URL raises the global error rate). None: a false positive."""
     try:
         window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
     except (KeyError, TypeError, ValueError):
         return None
     best, best_rank = None, 0
     for incident in incidents:
-        if not (window_start < incident.end and incident.start < window_end):
+        if not (window_start < incident.end and incident.start < window_end
+                and incident.start <= raised):
             continue
         if incident.kind == alert.get("entity_type") and (
                 incident.kind == "global" or incident.entity == alert.get("entity")):
@@ -127,7 +129,7 @@ def summary(incidents: list[Incident], alerts: dict[str, dict], firsts: dict[str
     ordered = sorted(alerts.values(), key=lambda a: (raised(a), a["alert_id"]))
     matched: dict[str, Incident | None] = {}
     for alert in ordered:
-        incident = match_incident(alert, incidents)
+        incident = match_incident(alert, raised(alert), incidents)
         matched[alert["alert_id"]] = incident
         if incident is not None:
             incident.alerts.append(alert)
