@@ -215,7 +215,7 @@ def run(args: argparse.Namespace, consumer, out=sys.stdout) -> None:
         elif dirty and time.monotonic() - last_draw >= args.refresh:
             draw()
             dirty, last_draw = False, time.monotonic()
-    if not args.json and (dirty or not tty):
+    if not args.json and dirty:  # what changed since the last redraw (or the empty table)
         draw()
 
 
