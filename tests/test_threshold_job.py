@@ -1,7 +1,9 @@
 """finale/threshold_job.py: the robust threshold formula, the eligibility rules, the JSON file, the CLI."""
 import json
+import os
 import re
 import subprocess
+import uuid
 import sys
 from datetime import datetime
 
@@ -118,6 +120,12 @@ TINY_OPTIONS = ["--window", "1 minute", "--slide", "1 minute",
                 "--min-window-requests", "1", "--min-entity-windows", "1"]
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def run_job(tmp_path, lines, name, *extra):
     log = tmp_path / f"{name}.log"
     log.write_text("\n".join(lines) + "\n")
@@ -128,6 +136,7 @@ def run_job(tmp_path, lines, name, *extra):
 
 def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
     document = run_job(tmp_path, TINY_LOG, "tiny")
+    assert (tmp_path / "tiny.json").stat().st_mode & 0o777 == 0o666 & ~current_umask()
     version, generated_at = document.pop("version"), document.pop("generated_at")
     assert re.fullmatch(r"[0-9a-f]{16}", version)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", generated_at)
@@ -191,3 +200,39 @@ def test_cli_bad_option_as_a_subprocess():
     assert result.returncode == 2
     assert result.stderr == "threshold_job.py: error: argument --delta: --delta must be in [0, 1], got -1\n"
     assert result.stdout == ""
+
+
+# Starting (or joining) the broker takes a while on a shared machine: a longer timeout.
+@pytest.mark.timeout(900)
+def test_kafka_time_range_by_record_timestamp(spark, kafka, tmp_path):
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    topic = f"thresholds-history-{uuid.uuid4().hex[:12]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        admin.close()
+    # Six records one second apart in Kafka time, alternating partitions; --since/--until select
+    # [t0 + 1 s, t0 + 4 s): the 2nd (a line), 3rd (malformed) and 4th (a line).
+    t0_ms = 1_795_852_800_000  # 2026-11-28T08:00:00Z
+    values = [log_line("10.0.0.1", i, "/a", 200 if i != 3 else 503) for i in range(6)]
+    values[2] = "garbage in the topic"
+    producer = KafkaProducer(bootstrap_servers=kafka)
+    for i, value in enumerate(values):
+        producer.send(topic, value=value.encode(), partition=i % 2, timestamp_ms=t0_ms + 1000 * i)
+    producer.flush()
+    producer.close()
+    output = tmp_path / "kafka.json"
+    assert job.main(["--kafka", "--bootstrap-servers", kafka, "--topic", topic,
+                     "--since", "2026-11-28T08:00:01Z", "--until", "2026-11-28T08:00:04Z",
+                     "--output", str(output), *TINY_OPTIONS]) == 0
+    document = json.loads(output.read_text())
+    assert document["input"] == {"lines": 3, "parsed": 2, "malformed": 1,
+                                 "first_time": "2026-11-28T09:00:01Z",
+                                 "last_time": "2026-11-28T09:00:03Z"}
+    # One window, 2 requests, 1 error: every scope's threshold is 0.5 + delta.
+    assert {(t["scope"], t["entity"], t["value"]) for t in document["thresholds"]} == {
+        ("global", None, 0.55), ("ip", None, 0.55), ("ip", "10.0.0.1", 0.55),
+        ("url", None, 0.55), ("url", "/a", 0.55)}
