@@ -59,7 +59,7 @@ DEFAULT_BOOTSTRAP = "localhost:9092"
 # 1.4826 * MAD estimates the standard deviation of a normal distribution, so z reads as "sigmas".
 MAD_TO_SIGMA = 1.4826
 SCOPES = ("global", "ip", "url")
-DURATION_PATTERN = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
