@@ -449,14 +449,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {error}")
         return_code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        # A second Ctrl-C (or a SIGTERM) must not skip the cleanup.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         children.stop_all()
         if collector is not None:
             collector.stop()
         if started_broker:
             log("stopping the local Kafka broker")
             subprocess.run([python, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if collector is not None:
         text, listing = summary(read_truth(truth), collector.alerts, collector.firsts,
                                 collector.arrivals,
@@ -469,5 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     return return_code
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Ctrl-C and SIGTERM both end the demo through its cleanup. Installing the handler also matters
+    # when the demo was started with SIGINT ignored (a background job): the children would inherit
+    # the ignored SIGINT, and ignore the SIGINT that asks them to stop first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
