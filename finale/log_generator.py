@@ -60,6 +60,7 @@ import sys
 import threading
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -125,7 +126,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 BLOCK = 4096  # lines drawn per seeded block: line i only depends on block i // BLOCK
 MAX_BATCH = 65536  # most lines written at once (unpaced runs), bounds memory and latency
 MIN_BATCH_INTERVAL = 0.005  # s: at high rates gather 5 ms of lines per write instead of a write per line
-MAX_CLIENT_BACKLOG = 64 << 20  # bytes queued for a client that does not read before it is dropped
+HIGH_WATER = 8 << 20  # bytes queued for one client above which no new batch is made
+STALL_TIMEOUT = 10.0  # s: a client with queued bytes that takes nothing for this long is dropped
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
 INCIDENT_KINDS = ("ip", "url", "global")
 GLOBAL_ENTITY = "*"  # the entity of the global scope, as the analyzer's alerts name it
@@ -193,7 +195,7 @@ class LogStream:
 
     A pool of visits (user, URL, referer, sizes and statuses, pre-formatted around the log time)
     is built once; each line then costs two random 32-bit numbers (which visit, does it fail)
-    and two concatenations, instead of a random.choice per field.
+    and three list slots joined at write time, instead of a random.choice per field.
     """
 
     def __init__(self, model: TrafficModel, error_rate_pct: float, rate: float, start: float,
@@ -274,7 +276,7 @@ class LogStream:
             draws.byteswap()
         mask, tails_ok, tails_error, thresholds = (
             self.mask, self.tails_ok, self.tails_error, self.thresholds)
-        visits = [draw & mask for draw in draws[0::2]]
+        visits = list(map(mask.__and__, draws[0::2]))
         first = b * BLOCK
         if self.second(first) == self.second(first + BLOCK - 1):
             # One log second for the whole block (any rate >= BLOCK lines/s): the fast path.
@@ -328,7 +330,8 @@ class Pacer:
         if not self.paced:
             return 0.0
         next_due = self.t0 + written / self.rate
-        return max(0.0, next_due - time.monotonic(), self.last_write + MIN_BATCH_INTERVAL - time.monotonic())
+        now = time.monotonic()
+        return max(0.0, next_due - now, self.last_write + MIN_BATCH_INTERVAL - now)
 
     def done(self, written: int) -> bool:
         return self.total is not None and written >= self.total
@@ -470,78 +473,108 @@ def replay(source, out, rate: float, speed: float | None, total: int | None) -> 
     return written
 
 
+class Client:
+    """One connected client and the bytes queued for it (memoryviews: no copy when partly sent)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.last_progress = time.monotonic()
+
+
 class Broadcaster:
-    """A single-threaded TCP server: every batch goes to every client connected at that moment."""
+    """A single-threaded TCP server: every batch goes to every client connected at that moment.
+
+    Sends never block: what a client cannot take yet is queued. While a client has more than
+    HIGH_WATER bytes queued no new batch is made (the lines fall due and go out later in larger
+    batches), and a client that takes nothing for STALL_TIMEOUT seconds is dropped, so one stuck
+    reader cannot hold the others for long.
+    """
 
     def __init__(self, server: socket.socket):
         self.server = server
         self.selector = selectors.DefaultSelector()
         self.selector.register(server, selectors.EVENT_READ)
-        self.clients: dict[socket.socket, list] = {}  # socket -> [name, pending bytearray]
+        self.clients: dict[socket.socket, Client] = {}
 
     def poll(self, timeout: float, next_line: int) -> None:
         for key, events in self.selector.select(timeout):
-            client = key.fileobj
-            if client is self.server:
+            sock = key.fileobj
+            if sock is self.server:
                 try:
-                    client, (host, port, *_) = self.server.accept()
+                    sock, (host, port, *_) = self.server.accept()
                 except OSError:
                     continue
-                client.setblocking(False)
-                self.clients[client] = [f"{host}:{port}", bytearray()]
-                self.selector.register(client, selectors.EVENT_READ)
+                sock.setblocking(False)
+                self.clients[sock] = Client(f"{host}:{port}")
+                self.selector.register(sock, selectors.EVENT_READ)
                 log(f"client {host}:{port} connected at line {next_line}")
                 continue
             if events & selectors.EVENT_READ:
                 try:
-                    if not client.recv(65536):  # end of stream: the client closed
-                        self.drop(client)
+                    if not sock.recv(65536):  # end of stream: the client closed
+                        self.drop(sock)
                         continue
                 except BlockingIOError:
                     pass
                 except OSError:
-                    self.drop(client)
+                    self.drop(sock)
                     continue
             if events & selectors.EVENT_WRITE:
-                self.flush(client)
+                self.flush(sock)
 
     def send(self, data: bytes) -> None:
-        for client, (_, pending) in list(self.clients.items()):
-            pending += data
-            self.flush(client)
+        view = memoryview(data)
+        for sock, client in list(self.clients.items()):
+            client.queue.append(view)
+            client.queued += len(view)
+            self.flush(sock)
 
-    def flush(self, client: socket.socket) -> None:
-        name, pending = self.clients[client]
+    def flush(self, sock: socket.socket) -> None:
+        client = self.clients[sock]
+        queue = client.queue
         try:
-            sent = client.send(pending) if pending else 0
+            while queue:
+                sent = sock.send(queue[0])
+                client.queued -= sent
+                client.last_progress = time.monotonic()
+                if sent < len(queue[0]):
+                    queue[0] = queue[0][sent:]
+                    break
+                queue.popleft()
         except BlockingIOError:
-            sent = 0
+            pass
         except OSError:
-            self.drop(client)
+            self.drop(sock)
             return
-        del pending[:sent]
-        if len(pending) > MAX_CLIENT_BACKLOG:
-            self.drop(client, " (too slow: backlog over 64 MiB)")
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
-        if self.selector.get_key(client).events != events:
-            self.selector.modify(client, events)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if queue else 0)
+        if self.selector.get_key(sock).events != events:
+            self.selector.modify(sock, events)
 
-    def drop(self, client: socket.socket, why: str = "") -> None:
-        name, _ = self.clients.pop(client)
-        self.selector.unregister(client)
-        client.close()
-        log(f"client {name} disconnected{why}")
+    def backlogged(self) -> bool:
+        """True while some client has over HIGH_WATER bytes queued; drops stalled clients."""
+        now = time.monotonic()
+        for sock, client in list(self.clients.items()):
+            if client.queue and now - client.last_progress > STALL_TIMEOUT:
+                self.drop(sock, f" (took nothing for {STALL_TIMEOUT:g} s)")
+        return any(client.queued > HIGH_WATER for client in self.clients.values())
 
-    def drain(self, timeout: float) -> None:
-        """Give clients up to `timeout` seconds to take what is queued for them."""
-        deadline = time.monotonic() + timeout
-        while any(pending for _, pending in self.clients.values()) and time.monotonic() < deadline:
-            self.poll(min(0.1, max(0.0, deadline - time.monotonic())), -1)
+    def drop(self, sock: socket.socket, why: str = "") -> None:
+        client = self.clients.pop(sock)
+        self.selector.unregister(sock)
+        sock.close()
+        log(f"client {client.name} disconnected{why}")
+
+    def drain(self) -> None:
+        """Let the clients take what is queued for them (stalled ones are dropped)."""
+        while any(client.queue for client in self.clients.values()):
+            self.backlogged()
+            self.poll(0.1, -1)
 
     def close(self) -> None:
-        for client in list(self.clients):
-            self.drop(client)
+        for sock in list(self.clients):
+            self.drop(sock)
         self.selector.close()
         self.server.close()
 
@@ -549,14 +582,16 @@ class Broadcaster:
 def serve(stream: LogStream, pacer: Pacer, broadcaster: Broadcaster) -> None:
     written = 0
     while not pacer.done(written):
+        if broadcaster.backlogged():
+            broadcaster.poll(0.05, written)
+            continue
         broadcaster.poll(pacer.wait(written), written)
         due = pacer.due(written)
         if due > written:
-            data = stream.lines(written, due)
-            broadcaster.send(data)
+            broadcaster.send(stream.lines(written, due))
             pacer.last_write = time.monotonic()
             written = due
-    broadcaster.drain(timeout=10)
+    broadcaster.drain()
 
 
 def log(message: str) -> None:
@@ -566,6 +601,13 @@ def log(message: str) -> None:
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones: their help says what happens instead."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def positive_float(text: str) -> float:
@@ -620,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
                "fails (404, 500, 503, 403, 502, 400, 429, 504) with probability PE/100 iff its "
                "user is an error user and its URL an error URL; all other requests get 2xx/3xx. "
                "Same --seed and options -> byte-identical lines." % len(URLS),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     parser.add_argument("--rate", type=positive_float, default=10.0,
                         help="lines per second, of log time and of writing (> 0; 1e12 = unpaced)")
     parser.add_argument("--users", type=at_least(1), default=50,
@@ -641,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                       help="stop after this many seconds, i.e. round(rate*SECONDS) lines (default: never)")
     parser.add_argument("--output", default=None, metavar="FILE",
-                        help="write to FILE ('-' = stdout) instead of Kafka")
+                        help="write to FILE ('-' = stdout) instead of Kafka (default: Kafka)")
     parser.set_defaults(serve_tcp=False)
     parser.add_argument("--host", default="localhost", action=ServeTcp,
                         help="serve TCP clients on this interface instead of Kafka (stage 2's "
@@ -774,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
     kafka_logger.propagate = False
     # `kill` (SIGTERM) stops it as cleanly as Ctrl-C; signal handlers only exist in the main thread.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    previous_sigterm = (signal.signal(signal.SIGTERM, signal.default_int_handler)
+                        if in_main_thread else None)
     try:
         if args.replay is not None:
             return _run_replay(args)
@@ -925,10 +968,6 @@ def _run_server(args, seed: int, stream: LogStream, total: int | None) -> int:
     finally:
         broadcaster.close()
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
