@@ -353,6 +353,9 @@ def broker_info(state_dir: Path = DEFAULT_STATE_DIR) -> dict | None:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
+        # SO_REUSEADDR as the broker's own server socket has it: the TIME_WAIT connections that a
+        # broker stopped a moment ago leaves behind must not count as "in use", only a listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import ROOT, free_port, load_module
+from conftest import ROOT, free_port, load_module, wait_for
 
 local_kafka = load_module("finale", "local_kafka")
 SCRIPT = str(ROOT / "finale" / "local_kafka.py")
@@ -186,6 +186,26 @@ def test_start_refuses_a_port_held_by_another_program(tmp_path):
         with pytest.raises(local_kafka.KafkaSetupError, match=f"^port {port} is already in use"):
             local_kafka.start(port=port, state_dir=tmp_path, log=lambda message: None)
     assert local_kafka.broker_info(tmp_path) is None
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_broker_counts_as_free():
+    # A broker stopped a moment ago leaves its accepted connections in TIME_WAIT on its port;
+    # `make demo` run twice in a row must not take that for "in use" (the broker can bind it).
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Java's server sockets do
+    listener.bind(("127.0.0.1", free_port()))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    listener.close()
+    client.close()
+    # The server end reaches TIME_WAIT once the kernel has handled the client's FIN (FIN_WAIT2
+    # before that, which does block a bind): wait for it rather than assume it.
+    wait_for(lambda: local_kafka._port_free(port), 5, f"port {port} to count as free")
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the TIME_WAIT is there: a bind without SO_REUSEADDR fails
 
 
 def test_start_without_jars_names_the_fix(tmp_path):
