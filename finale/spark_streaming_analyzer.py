@@ -14,7 +14,9 @@ Two streaming queries read the topic `http-logs` (one Apache access-log line per
 - `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
   three scopes (global, ip, url) in one stateful aggregation (alerting.entity_window_counts, update
   mode); each micro-batch keeps the windows whose error rate is significantly above the threshold
-  (alerting.alerts) and writes them to `alerts`, key = alert_id, value = the alert as JSON.
+  (alerting.alerts) and writes them to `alerts`, key = alert_id, value = the alert as JSON. A
+  global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
+  all traffic fails); --no-inhibit keeps them.
 
 The thresholds file (threshold_job.py's output) is re-read when its mtime changes; without a file the
 documented defaults of alerting.py apply. Each query has its own checkpoint folder under --checkpoint:
@@ -66,6 +68,8 @@ class Settings:
     min_errors: int = 3
     z: float = 3.0
     thresholds_path: Path = DEFAULT_THRESHOLDS
+    # A firing global alert inhibits the ip/url alerts of its window (alerting.alerts).
+    inhibit_by_global: bool = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,7 +203,8 @@ class AlertBatch:
                 self.counts_sink(counts_batch, batch_id)
             fired = (
                 alerts(counts_batch, threshold_rows, self.settings.min_requests,
-                       self.settings.min_errors, self.settings.z, thresholds_version=version)
+                       self.settings.min_errors, self.settings.z, thresholds_version=version,
+                       inhibit_by_global=self.settings.inhibit_by_global)
                 .withColumn("emitted_at", F.current_timestamp())
                 .persist()
             )
@@ -265,10 +270,13 @@ def duration_seconds(text: str) -> float:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except a None default (its help says what unset means)."""
+    """Shows defaults, except a None default (its help says what unset means) and on-off flags
+    (a "(default: True)" after --no-inhibit would read backwards; their help says the default)."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -306,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fewest errors in a window for it to alert")
     add("--confidence-z", type=float, default=Settings.z,
         help="z of the Wilson lower bound that must exceed the threshold (3.0 ~ 99.9 %% one-sided)")
+    add("--no-inhibit", dest="inhibit_by_global", action="store_false",
+        help="keep the ip/url alerts of windows in which the global scope alerts (default: a "
+             "global alert inhibits them)")
     add("--thresholds", type=Path, default=DEFAULT_THRESHOLDS,
         help="thresholds JSON of threshold_job.py, re-read when it changes (absent: defaults)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
@@ -435,7 +446,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings(window=args.window, slide=args.slide, watermark=args.watermark,
                         min_requests=args.min_requests, min_errors=args.min_errors,
-                        z=args.confidence_z, thresholds_path=args.thresholds)
+                        z=args.confidence_z, thresholds_path=args.thresholds,
+                        inhibit_by_global=args.inhibit_by_global)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
     spark = build_spark(args.master, jars)

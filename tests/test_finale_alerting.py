@@ -117,8 +117,10 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
     ])
     thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
 
+    # inhibit_by_global=False: this test is about which threshold applies; the global row fires
+    # in the same window W, and by default it would inhibit the ip and url alerts (tested below).
     fired = alerting.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
-                            thresholds_version="v1")
+                            thresholds_version="v1", inhibit_by_global=False)
 
     expected = spark.createDataFrame([
         (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
@@ -137,6 +139,41 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
     assert alerting.alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
     # ... and fires once the confidence asked for is low enough (z = 0.5: bound 0.1043).
     assert alerting.alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
+
+
+def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
+    # W1: all traffic fails (global, an IP and a URL alert); W2 (overlapping W1, other bounds): only
+    # one IP fails, the global rate stays low. Thresholds: the population ones, z = 1.
+    w1, w2 = (t(0), t(30)), (t(10), t(40))
+    counts = spark.createDataFrame([
+        # 50/100: bound (0.5 + 0.005 - sqrt(0.0025 + 0.000025)) / 1.01 = 0.4503 > 0.10, critical
+        (*w1, "global", "*", 100, 50, 0.5),
+        # 10/20: bound (0.5 + 0.025 - sqrt(0.0125 + 0.000625)) / 1.05 = 0.3909 > 0.30, critical
+        (*w1, "ip", "10.0.0.1", 20, 10, 0.5),
+        (*w1, "url", "/x", 20, 10, 0.5),
+        # 5/100: bound (0.05 + 0.005 - sqrt(0.000475 + 0.000025)) / 1.01 = 0.0323 < 0.10
+        (*w2, "global", "*", 100, 5, 0.05),
+        (*w2, "ip", "10.0.0.2", 20, 10, 0.5),
+    ], COUNTS_SCHEMA)
+    thresholds = spark.createDataFrame(
+        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)], alerting.THRESHOLDS_SCHEMA)
+
+    def row(entity_type, entity, window, requests, errors, threshold):
+        return (alert_id(entity_type, entity, window), "error_rate", entity_type, entity, *window,
+                requests, errors, errors / requests, threshold, "v1", "critical")
+
+    global_w1 = row("global", "*", w1, 100, 50, 0.10)
+    ip_w1 = row("ip", "10.0.0.1", w1, 20, 10, 0.30)
+    url_w1 = row("url", "/x", w1, 20, 10, 0.30)
+    ip_w2 = row("ip", "10.0.0.2", w2, 20, 10, 0.30)
+
+    inhibited = alerting.alerts(counts, thresholds, 5, 3, 1.0, "v1")
+    assert inhibited.columns == list(alerting.ALERT_COLUMNS)
+    assertDataFrameEqual(inhibited, spark.createDataFrame([global_w1, ip_w2], ALERTS_SCHEMA))
+
+    everything = alerting.alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
+    assertDataFrameEqual(everything,
+                         spark.createDataFrame([global_w1, ip_w1, url_w1, ip_w2], ALERTS_SCHEMA))
 
 
 def test_alerts_min_requests_and_min_errors_gates(spark):
