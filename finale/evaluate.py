@@ -13,10 +13,15 @@ Then, for each window size, in batch mode on one Spark session (fast and exact; 
 wiring is tested with the analyzer):
 1. threshold_job.learn: thresholds from the history phase only;
 2. alerting.entity_window_counts + alerting.alerts (the analyzer's own functions and default
-   --min-requests, --min-errors, --confidence-z) over the incident and quiet phases;
+   --min-requests, --min-errors, --confidence-z, and its default inhibition: a firing global alert
+   drops the ip/url alerts of its window) over the incident and quiet phases;
 3. metrics, printed as a table (and written with --json):
    - recall: incidents with at least one alert on their own entity (same kind and entity, window
-     overlapping the incident) / incidents;
+     overlapping the incident) / incidents. Inhibition cannot hide an ip/url incident behind the
+     global one: the schedule leaves SCHEDULE_GAP seconds between incidents, and a window longer
+     than that (which could overlap an ip/url incident and the global incident) is refused. An
+     ip/url incident that raises the global rate itself above its threshold in every one of its
+     windows would be inhibited, as in the analyzer, and count as missed: recall measures that;
    - alerts are `on` target (same kind and entity as an incident, window overlapping it),
      `coll`ateral (another entity, window overlapping an incident: during a global incident every
      IP and URL really fails, a URL incident raises the global rate) or `false` (no incident);
@@ -26,7 +31,9 @@ wiring is tested with the analyzer):
    - latency, log time from the incident start to
        * `earliest`: the earliest possible firing: the first log second at which the running
          counts of a window of that entity satisfy alerts() (the analyzer emits partial windows in
-         update mode, so it can fire there, plus its trigger interval and ingestion delay);
+         update mode, so it can fire there, plus its trigger interval and ingestion delay), and,
+         for an ip/url incident, the running global counts of that window at that second do not
+         inhibit it;
        * `window`: the end of the first alerting window (when that window's counts are complete).
 
 Run:
@@ -66,8 +73,14 @@ from threshold_job import (ThresholdParams, analysed_columns, duration_seconds, 
 DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate"
 DEFAULT_START = "2026-11-28T00:00:00Z"
 # Incidents, in seconds from the start of the incident phase: (kind, offset, duration). Apart from
-# each other so that every alert is explained by at most one incident.
+# each other so that every alert is explained by at most one incident, and so that no window
+# overlaps both an ip/url incident and the global one: the analyzer's inhibition (a global alert
+# drops the ip/url alerts of its window) would otherwise hide the ip/url incident and lower recall
+# for a reason that is not the thresholds'. A window of length L can overlap two incidents only if L
+# is longer than the gap between them: main() refuses windows longer than SCHEDULE_GAP.
 SCHEDULE = (("ip", 60, 120), ("url", 360, 120), ("global", 660, 120))
+SCHEDULE_GAP = min(later[1] - (earlier[1] + earlier[2])
+                   for earlier, later in zip(SCHEDULE, SCHEDULE[1:]))  # 180 s
 INCIDENT_PHASE = 900
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -240,7 +253,7 @@ def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, in
 
     def fire(counts: DataFrame) -> DataFrame:
         return alerts(counts, thresholds, settings.min_requests, settings.min_errors, settings.z,
-                      document["version"])
+                      document["version"], inhibit_by_global=settings.inhibit_by_global)
 
     evaluated = in_range(logs, scenario.incidents_start, scenario.end)
     # The alerts are the job's output (a few per incident): small enough to score in Python.
@@ -280,9 +293,16 @@ def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, in
         latency_window[key] = max(0.0, min(a["window_end"] for a in hits) - incident["start"].timestamp())
         entity = "*" if incident["kind"] == "global" else incident["entity"]
         around = in_range(evaluated, incident["start"] - margin, incident["end"] + margin)
+        prefixes = running_window_counts(around, params.window, params.slide, incident["kind"], entity)
+        if settings.inhibit_by_global and incident["kind"] != "global":
+            # The global prefixes of the same (window, second): every line of the entity is also a
+            # global line, so each entity prefix has its global twin, which may inhibit it.
+            prefixes = prefixes.unionByName(
+                running_window_counts(around, params.window, params.slide, "global", "*"))
         running.append(
-            fire(running_window_counts(around, params.window, params.slide, incident["kind"], entity))
-            .where(F.col("window_end") > F.lit(incident["start"]))
+            fire(prefixes)
+            .where((F.col("entity_type") == incident["kind"])
+                   & (F.col("window_end") > F.lit(incident["start"])))
             .select(F.lit(key).alias("incident"), "window_end"))
     if running:
         # All incidents in one job: the earliest prefix end that fires, per incident.
@@ -408,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if duration_seconds(args.slide) > duration_seconds(window):
                 parser.error(f"--slide {args.slide!r} is longer than the window {window!r}")
+            if duration_seconds(window) > SCHEDULE_GAP:
+                parser.error(f"window {window!r} is longer than the {SCHEDULE_GAP} s between the "
+                             "incidents: it could overlap an ip/url incident and the global one, "
+                             "whose alert inhibits theirs")
         except ValueError as error:
             parser.error(f"bad duration {error.args[0]!r} (expected e.g. '30 seconds', '1 minute')")
         windows.append((window, args.slide))

@@ -350,6 +350,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The analysis parameters given on the command line."""
+    return Settings(window=args.window, slide=args.slide, watermark=args.watermark,
+                    min_requests=args.min_requests, min_errors=args.min_errors,
+                    z=args.confidence_z, thresholds_path=args.thresholds,
+                    inhibit_by_global=args.inhibit_by_global)
+
+
 def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15.0) -> str | None:
     """None if the broker answers and the topics exist, else one line saying what is wrong."""
     from kafka import KafkaAdminClient
@@ -444,10 +452,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: thresholds: {error}", file=sys.stderr)
         return 1
 
-    settings = Settings(window=args.window, slide=args.slide, watermark=args.watermark,
-                        min_requests=args.min_requests, min_errors=args.min_errors,
-                        z=args.confidence_z, thresholds_path=args.thresholds,
-                        inhibit_by_global=args.inhibit_by_global)
+    settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
     spark = build_spark(args.master, jars)

@@ -50,3 +50,15 @@ def test_every_incident_alerts_and_a_quiet_hour_raises_none(spark, tmp_path):
     assert all(0 <= latency <= result_latency
                for latency, result_latency in zip(result.latency_earliest.values(),
                                                   result.latency_window.values()))
+
+
+def test_windows_longer_than_the_gap_between_incidents_are_refused(capsys):
+    # 180 s between the end of one incident and the start of the next: a longer window could
+    # overlap an ip/url incident and the global one, whose alert would inhibit theirs.
+    assert evaluate.SCHEDULE_GAP == 180
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--windows", "30 seconds", "181 seconds"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "evaluate.py: error: window '181 seconds' is longer than the 180 s between the incidents: "
+        "it could overlap an ip/url incident and the global one, whose alert inhibits theirs"]

@@ -287,6 +287,12 @@ def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
     assert messages[-1].startswith("warning: thresholds not reloaded, keeping version v2")
 
 
+def test_cli_no_inhibit_reaches_the_settings():
+    assert analyzer.settings_from_args(analyzer.parse_args([])).inhibit_by_global is True
+    assert analyzer.settings_from_args(analyzer.parse_args(["--no-inhibit"])).inhibit_by_global is False
+    assert analyzer.Settings().inhibit_by_global is True
+
+
 def test_cli_one_line_errors(kafka, capsys):
     with pytest.raises(SystemExit) as bad_flag:
         analyzer.main(["--window", "30s"])
