@@ -51,13 +51,14 @@ TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
 
 def parse_access_log(lines: DataFrame) -> DataFrame:
-    fields = F.split(
-        F.regexp_replace("value", LOG_PATTERN,
-                         SEPARATOR.join(f"${i}" for i in range(1, len(FIELDS) + 1))),
-        SEPARATOR)
-    raw = {name: F.nullif(fields[i], F.lit("")) for i, name in enumerate(FIELDS)}
-    event_time = F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT))
-    ok = event_time.isNotNull()
+    # Three projections, not one: in a single one Spark re-runs the regex for every field (a shared
+    # expression under CASE WHEN is not reused), thirty times slower; it never merges them back.
+    fields = F.split(F.regexp_replace("value", LOG_PATTERN, SEPARATOR.join(
+        f"${i}" for i in range(1, len(FIELDS) + 1))), SEPARATOR)
+    raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
+    timed = (lines.select("value", fields.alias("fields")).select(
+        "value", "fields", F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT)).alias("event_time")))
+    ok = F.col("event_time").isNotNull()
 
     def keep(column: Column) -> Column:
         return F.when(ok, column)
@@ -65,12 +66,12 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
     def dash_is_null(column: Column) -> Column:
         return F.nullif(column, F.lit("-"))
 
-    return lines.select(
+    return timed.select(
         "value",
         keep(raw["ip"]).alias("ip"),
         keep(dash_is_null(raw["ident"])).alias("ident"),
         keep(dash_is_null(raw["user"])).alias("user"),
-        event_time.alias("event_time"),
+        "event_time",
         keep(raw["method"]).alias("method"),
         keep(raw["url"]).alias("url"),
         keep(raw["protocol"]).alias("protocol"),

@@ -32,16 +32,24 @@ TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
 def parse_access_log(lines: DataFrame) -> DataFrame:
     """Parse the string column `value` into typed fields; `event_time` is UTC."""
-    fields = F.split(
-        F.regexp_replace("value", LOG_PATTERN,
-                         SEPARATOR.join(f"${i}" for i in range(1, len(FIELDS) + 1))),
-        SEPARATOR,
+    # Three projections rather than one: every field reads the split line and is guarded by the
+    # parsed timestamp, and inside one projection Spark evaluates such a shared expression once per
+    # use under CASE WHEN (measured: the regex then ran for every field, thirty times slower).
+    # The optimizer keeps the projections apart, since merging them would repeat those expressions.
+    split_lines = lines.select(
+        "value",
+        F.split(
+            F.regexp_replace("value", LOG_PATTERN,
+                             SEPARATOR.join(f"${i}" for i in range(1, len(FIELDS) + 1))),
+            SEPARATOR,
+        ).alias("fields"),
     )
-    raw = {name: F.nullif(fields[i], F.lit("")) for i, name in enumerate(FIELDS)}
+    raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
     # try_to_timestamp, not to_timestamp: with ANSI mode on (Spark 4's default) a bad date
     # would fail the whole job instead of flagging one line.
-    event_time = F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT))
-    parsed = event_time.isNotNull()
+    timed_lines = split_lines.select(
+        "value", "fields", F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT)).alias("event_time"))
+    parsed = F.col("event_time").isNotNull()
 
     def keep(column: Column) -> Column:
         # A malformed line keeps only its raw value: no half-parsed fields leak downstream.
@@ -53,12 +61,12 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
     def unescape(column: Column) -> Column:
         return F.regexp_replace(column, r"\\(.)", "$1")
 
-    return lines.select(
+    return timed_lines.select(
         "value",
         keep(raw["ip"]).alias("ip"),
         keep(dash_is_null(raw["ident"])).alias("ident"),
         keep(dash_is_null(raw["user"])).alias("user"),
-        event_time.alias("event_time"),
+        "event_time",
         keep(raw["method"]).alias("method"),
         keep(raw["url"]).alias("url"),
         keep(raw["protocol"]).alias("protocol"),
