@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DURATION ?= 60
+DURATION ?= 90
 
 .PHONY: setup jars prereqs test demo clean
 
@@ -28,10 +28,9 @@ $(VENV)/.installed: requirements.txt | prereqs
 test: setup
 	$(PY) -m pytest
 
-# The final stage end to end (finale/demo.py): 90 s of traffic by default (the 60 above is the
-# other targets' default), DURATION=0 runs until Ctrl-C.
+# The final stage end to end (finale/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
 demo: setup
-	@$(PY) finale/demo.py --duration $(if $(filter command line environment,$(origin DURATION)),$(DURATION),90)
+	@$(PY) finale/demo.py --duration $(DURATION)
 
 # Learned thresholds vs injected incidents (finale/evaluate.py): recall, precision, false alerts
 # per hour, detection latency over seeds 1 2 3 and 30 s / 1 min windows. Extra flags: ARGS='...'.
@@ -39,6 +38,8 @@ demo: setup
 evaluate: $(VENV)/.installed
 	$(PY) finale/evaluate.py $(ARGS)
 
+# Removes the venv and the local state (broker data, checkpoints, thresholds); .cache keeps the jars.
 clean:
+	-@test -x $(PY) && $(PY) finale/local_kafka.py stop
 	rm -rf $(VENV) .state .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
