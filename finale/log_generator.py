@@ -894,19 +894,26 @@ def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
     return 0 if delivered and not failed else 1
 
 
+def _open_output(path: str):
+    """stdout's bytes for '-', else the file opened for writing; None (error said) if it cannot be."""
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as error:
+        log(f"error: cannot write {path}: {error.strerror}")
+        return None
+
+
 def _run_replay(args) -> int:
     kafka = args.output is None
     if kafka:
         out = _open_kafka(args)
         if out is None:
             return 1
-    elif args.output == "-":
-        out = sys.stdout.buffer
     else:
-        try:
-            out = open(args.output, "wb")
-        except OSError as error:
-            log(f"error: cannot write {args.output}: {error.strerror}")
+        out = _open_output(args.output)
+        if out is None:
             return 1
     from kafka.errors import KafkaError
 
@@ -932,14 +939,9 @@ def _run_replay(args) -> int:
 def _run_to_file(args, seed: int, stream: LogStream, total: int | None) -> int:
     if args.seed is None:
         log(f"seed {seed}")
-    if args.output == "-":
-        out = sys.stdout.buffer
-    else:
-        try:
-            out = open(args.output, "wb")
-        except OSError as error:
-            log(f"error: cannot write {args.output}: {error.strerror}")
-            return 1
+    out = _open_output(args.output)
+    if out is None:
+        return 1
     try:
         write_paced(stream, Pacer(args.rate, total, paced=args.history is None), out)
     except BrokenPipeError:

@@ -60,16 +60,6 @@ def spark_extra_jars() -> list[str]:
         return []
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @pytest.fixture(scope="session")
 def kafka():
     """Bootstrap servers of a real Kafka broker with the project's topics.
@@ -106,7 +96,7 @@ def kafka():
     finally:
         me.unlink(missing_ok=True)
         others = [path for path in users.iterdir()
-                  if path.name.isdigit() and _pid_alive(int(path.name))]
+                  if path.name.isdigit() and local_kafka._alive(int(path.name))]
         running = local_kafka.broker_info()
         ours = started_by_tests.exists() and started_by_tests.read_text() == str(
             running and running["pid"])
