@@ -383,8 +383,7 @@ def summary_rows(results: list[Result]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from threshold_job import DEFAULT_DELTA, DEFAULT_MIN_ENTITY_WINDOWS, DEFAULT_QUANTILE, DEFAULT_Z
-    from threshold_job import OneLineParser, bounded
+    from threshold_job import OneLineParser, add_threshold_options, bounded
 
     parser = OneLineParser(
         prog="evaluate.py",
@@ -404,16 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=Scenario.history // 60, help="history to learn the thresholds from")
     parser.add_argument("--quiet-minutes", type=bounded(int, 1, None, name="--quiet-minutes"),
                         default=Scenario.quiet // 60, help="incident-free traffic after the incidents")
-    parser.add_argument("--min-window-requests", type=bounded(int, 1, None, name="--min-window-requests"),
-                        default=AnalyzerSettings.min_requests, help="threshold_job.py --min-window-requests")
-    parser.add_argument("--min-entity-windows", type=bounded(int, 1, None, name="--min-entity-windows"),
-                        default=DEFAULT_MIN_ENTITY_WINDOWS, help="threshold_job.py --min-entity-windows")
-    parser.add_argument("--quantile", type=bounded(float, 0, 1, low_open=True, name="--quantile"),
-                        default=DEFAULT_QUANTILE, help="threshold_job.py --quantile")
-    parser.add_argument("--z", type=bounded(float, 0, None, name="--z"), default=DEFAULT_Z,
-                        help="threshold_job.py --z")
-    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"), default=DEFAULT_DELTA,
-                        help="threshold_job.py --delta")
+    add_threshold_options(parser)  # the threshold job's own parameters, same defaults
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="generated logs and thresholds")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--master", default="local[2]", help="Spark master")

@@ -282,6 +282,23 @@ def bounded(kind, low, high, low_open=False, high_open=False, name="value"):
     return convert
 
 
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    """The parameters of the thresholds (shared with evaluate.py, which learns them the same way)."""
+    parser.add_argument("--min-window-requests", type=bounded(int, 1, None, name="--min-window-requests"),
+                        default=DEFAULT_MIN_WINDOW_REQUESTS,
+                        help="a window counts only with at least N requests of its entity")
+    parser.add_argument("--min-entity-windows", type=bounded(int, 1, None, name="--min-entity-windows"),
+                        default=DEFAULT_MIN_ENTITY_WINDOWS,
+                        help="an IP/URL gets its own threshold only with at least W eligible windows, "
+                             "else its population's applies")
+    parser.add_argument("--quantile", type=bounded(float, 0, 1, low_open=True, name="--quantile"),
+                        default=DEFAULT_QUANTILE, help="upper quantile term P_q of the window error rates")
+    parser.add_argument("--z", type=bounded(float, 0, None, name="--z"), default=DEFAULT_Z,
+                        help="robust term median + z * 1.4826 * MAD (z in standard deviations)")
+    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"), default=DEFAULT_DELTA,
+                        help="minimum margin above the median: median + delta")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="threshold_job.py",
@@ -306,19 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window length, as the analyzer's --window ('N seconds|minutes|hours')")
     parser.add_argument("--slide", default=DEFAULT_SLIDE,
                         help="window slide, as the analyzer's --slide (<= window)")
-    parser.add_argument("--min-window-requests", type=bounded(int, 1, None, name="--min-window-requests"),
-                        default=DEFAULT_MIN_WINDOW_REQUESTS,
-                        help="a window counts only with at least N requests of its entity")
-    parser.add_argument("--min-entity-windows", type=bounded(int, 1, None, name="--min-entity-windows"),
-                        default=DEFAULT_MIN_ENTITY_WINDOWS,
-                        help="an IP/URL gets its own threshold only with at least W eligible windows, "
-                             "else its population's applies")
-    parser.add_argument("--quantile", type=bounded(float, 0, 1, low_open=True, name="--quantile"),
-                        default=DEFAULT_QUANTILE, help="upper quantile term P_q of the window error rates")
-    parser.add_argument("--z", type=bounded(float, 0, None, name="--z"), default=DEFAULT_Z,
-                        help="robust term median + z * 1.4826 * MAD (z in standard deviations)")
-    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"), default=DEFAULT_DELTA,
-                        help="minimum margin above the median: median + delta")
+    add_threshold_options(parser)
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                         help="also draw the error-rate distributions per scope with the thresholds")
     parser.add_argument("--master", default="local[2]", help="Spark master")
