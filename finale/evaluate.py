@@ -66,7 +66,7 @@ from access_log import parse_access_log  # noqa: E402
 from alerting import alerts, entity_window_counts, thresholds_frame  # noqa: E402
 from log_generator import SHOP  # noqa: E402
 from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
-from threshold_job import (ThresholdParams, analysed_columns, duration_seconds,  # noqa: E402
+from threshold_job import (ThresholdParams, analysed_columns, build_session, duration_seconds,  # noqa: E402
                            input_statistics, robust_thresholds, thresholds_document,
                            write_json_atomically)
 
@@ -430,17 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                            quantile=args.quantile, z=args.z, delta=args.delta)
     spark = None
     try:
-        spark = (
-            SparkSession.builder.master(args.master)
-            .appName("chaussettes-evaluate")
-            .config("spark.sql.shuffle.partitions", "2")
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-            .getOrCreate()
-        )
-        spark.sparkContext.setLogLevel("WARN")
+        # The threshold job's own session settings: the learning runs in it.
+        spark, _ = build_session(args.master, app_name="chaussettes-evaluate")
         print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, "
               f"incidents {' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet "
               f"{args.quiet_minutes} min; analyzer min_requests {AnalyzerSettings.min_requests}, "

@@ -370,21 +370,22 @@ def read_lines(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     return reader.load().select(F.col("value").cast("string").alias("value"))
 
 
-def build_session(args: argparse.Namespace) -> tuple[SparkSession, bool]:
+def build_session(master: str, kafka: bool = False,
+                  app_name: str = "chaussettes-threshold-job") -> tuple[SparkSession, bool]:
     """(session, created): an active session (tests, evaluate.py) is reused and left running."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
     builder = (
-        SparkSession.builder.master(args.master)
-        .appName("chaussettes-threshold-job")
+        SparkSession.builder.master(master)
+        .appName(app_name)
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
-    if args.kafka:
+    if kafka:
         from local_kafka import ensure_connector  # exits with one line naming the fix if missing
         builder = builder.config("spark.jars", ",".join(ensure_connector()))
     session = builder.getOrCreate()
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                              quantile=args.quantile, z=args.z, delta=args.delta)
     spark = created = None
     try:
-        spark, created = build_session(args)
+        spark, created = build_session(args.master, args.kafka)
         document, rates = learn_thresholds(read_lines(spark, args), params)
         write_json_atomically(args.output, document)
         if args.plot is not None:
