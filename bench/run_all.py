@@ -42,8 +42,11 @@ BENCHMARKS = {
                             ["throughput", "--lines", "1000000"], True),
     "analyzer-latency": ("bench_finale_analyzer.py", ["latency", "--rate", "1000", "--duration", "90"],
                          ["latency", "--rate", "1000", "--duration", "240"], True),
+    "latency": ("bench_finale_latency.py", ["--rates", "1000,10000", "--triggers", "0 seconds,1 second",
+                                            "--duration", "30"],
+                ["--duration", "60"], True),
 }
-MARKDOWN = {"pipeline"}
+MARKDOWN = {"pipeline", "latency"}
 
 
 def load() -> str:
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began_all, load_before = time.monotonic(), load()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sections = []
+    sections = {}
     failed = []
     try:
         for name in names:
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             if needs_broker:
                 flags += ["--bootstrap-servers", bootstrap]
             command = [sys.executable, str(BENCH / script), *flags]
-            shown = " ".join(["python", f"bench/{script}", *flags])
+            shown = " ".join(["python", f"bench/{script}",
+                              *(f'"{f}"' if " " in f else f for f in flags)])
             print(f"== {name}: {shown}", flush=True)
             before, began = load(), time.monotonic()
             with open(LOGS / f"{name}.log", "w") as errors:
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             if result.returncode != 0:
                 failed.append(name)
             body = output if name in MARKDOWN else f"```\n{output}\n```"
-            sections.append(f"## {name}\n\n`{shown}` ({seconds:.0f} s{status}; load average "
+            sections[name] = (f"## {name}\n\n`{shown}` ({seconds:.0f} s{status}; load average "
                             f"1/5/15 min {before} before, {load()} after)\n\n{body}\n")
     except KeyboardInterrupt:
         return 130
@@ -123,7 +127,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{load_before} before, {load()} after; {total / 60:.1f} min in all. The machine is "
               "shared: compare each figure with the baseline measured in the same run (the "
               "ratios), not absolute figures across runs.\n")
-    args.output.write_text(header + "\n" + "\n".join(sections))
+    if args.only and args.output.exists():
+        # A partial run replaces its own sections and keeps the others (with their own loads).
+        kept = {}
+        for part in args.output.read_text().split("\n## ")[1:]:
+            kept[part.split("\n", 1)[0].strip()] = "## " + part.rstrip() + "\n"
+        sections = {**{n: kept[n] for n in BENCHMARKS if n in kept}, **sections}
+        sections = {n: sections[n] for n in BENCHMARKS if n in sections}
+        header = (header.rstrip("\n") + f" Partial run (--only {args.only}): the other sections "
+                  "come from an earlier run.\n")
+    args.output.write_text(header + "\n" + "\n".join(sections.values()))
     print(f"wrote {args.output} ({total / 60:.1f} min)")
     if failed:
         print(f"error: benchmark(s) failed: {', '.join(failed)} (see .state/bench/<name>.log)",
