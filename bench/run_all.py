@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "finale"))
 BENCHMARKS = {
     "parser": ("bench_parser.py", ["--lines", "200000", "--repeat", "2"],
                ["--lines", "1000000", "--repeat", "3"], False),
+    "parser-parts": ("bench_parser_parts.py", ["--lines", "200000", "--repeat", "3"],
+                     ["--lines", "1000000", "--repeat", "3"], False),
     "generator-complet": ("bench_generator.py", ["--seconds", "2", "--unpaced-lines", "300000"],
                           [], False),
     "generator-finale": ("bench_finale_generator.py", ["--lines", "100000", "--repeat", "1"],
@@ -46,7 +48,7 @@ BENCHMARKS = {
                                             "--duration", "30"],
                 ["--duration", "60"], True),
 }
-MARKDOWN = {"pipeline", "latency"}
+MARKDOWN = {"parser-parts", "pipeline", "latency"}
 
 
 def load() -> str:
