@@ -8,7 +8,8 @@ For every rate and trigger: fresh topics, the analyzer script itself (finale/spa
 defaults except --trigger, earliest offsets, fresh checkpoint, default thresholds) is started and
 its first micro-batch (50 warm-up lines) awaited, so start-up is excluded; then the generator
 sends --rate lines/s in real time for --duration s, with an ip and a url incident; once the
-analyzer's status lines show every line through the alerts query, it is stopped with Ctrl-C. Then both topics are read back with their Kafka timestamps and, for every
+analyzer's status lines show every line through the alerts query, it is stopped with Ctrl-C. Then
+both topics are read back with their Kafka timestamps and, for every
 alert (first copy of each alert_id), the pipeline latency is computed as the issue defines it:
 alert Kafka timestamp - Kafka timestamp of the line that made the window fire, i.e. the first line
 (in Kafka time) after which the window's running counts for that entity met the alert condition

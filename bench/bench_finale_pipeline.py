@@ -27,7 +27,8 @@ Cases (each a prototype of the wiring, bench-side; finale/ is only imported, nev
                   keeps the window counts itself (prototype, see SingleQueryBatch)
   realtime-dlq    the dead-letter query with trigger(realTime=...) into a Kafka sink (Spark 4.2)
 Before the cases, the `analyzer` case runs once untimed (JIT and class loading would otherwise
-favour whichever case runs later). Each case's figure is printed with its ratio to `counts` (the issue's ceiling) and to `read`.
+favour whichever case runs later). Each case's figure is printed with its ratio to `counts` (the
+issue's ceiling) and to `read`.
 Topics are deleted at the end; checkpoints go to a temporary folder.
 """
 from __future__ import annotations

@@ -5,7 +5,8 @@ Run:
 
 Lines of finale/log_generator.py (seed 1, 3 % of them made malformed: empty, truncated, a bad
 date) are cached in memory on 2 partitions; each variant is written to the `noop` sink (best of
---repeat, after one untimed warm-up run) and compared with `length(value)` (the bare-read ceiling of the issue) and with the stage
+--repeat, after one untimed warm-up run) and compared with `length(value)` (the bare-read ceiling
+of the issue) and with the stage
 parser (finale/access_log.parse_access_log) measured in the same run:
   length(value)          the floor: one cheap expression per line
   regex only             access_log's regexp_replace (the one-pass regex), nothing else
