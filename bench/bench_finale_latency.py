@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import create_topics, delete_topics  # noqa: E402
+from bench_finale_analyzer import (create_topics, delete_topics,  # noqa: E402
+                                   start_analyzer_script)
 
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:\S+ (\S+?)(?: \S+)?|[^"]*)" (\d{3}) ')
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -147,15 +148,7 @@ def run(args, rate: float, trigger: str) -> dict:
     log_path = work / "analyzer.log"
     analyzer = None
     try:
-        with open(log_path, "w") as log_file:
-            analyzer = subprocess.Popen(
-                [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
-                 "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
-                 "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
-                 "--starting-offsets", "earliest", "--checkpoint", str(work / "ck"),
-                 "--thresholds", str(work / "absent.json"), "--master", args.master,
-                 "--trigger", trigger],
-                stdout=log_file, stderr=subprocess.STDOUT)
+        analyzer = start_analyzer_script(args, topics, work, "--trigger", trigger)
         # A first micro-batch needs data: a few warm-up lines, so start-up is over before the clock.
         warm_up = subprocess.run(
             [sys.executable, str(ROOT / "finale" / "log_generator.py"), "--seed", "4", "--count",
