@@ -17,11 +17,15 @@ time.tzset()
 
 
 def load_module(stage: str, name: str):
-    """Import ROOT/stage/name.py under a unique module name (the stages share file names)."""
+    """Import ROOT/stage/name.py under a unique module name (the stages share file names).
+
+    finale's modules import each other by plain name (rules, metrics, ...): they are imported
+    under that name, so a test and the scripts share one module (and one rule registry)."""
     stage_dir = ROOT / stage
-    if str(stage_dir) not in sys.path and stage == "finale":
-        # finale's scripts import their sibling modules (access_log, local_kafka, ...).
-        sys.path.insert(0, str(stage_dir))
+    if stage == "finale":
+        if str(stage_dir) not in sys.path:
+            sys.path.insert(0, str(stage_dir))
+        return importlib.import_module(name)
     module_name = f"{stage}_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]

@@ -19,7 +19,8 @@ from conftest import free_port, load_module
 
 analyzer = load_module("finale", "spark_streaming_analyzer")
 generator = load_module("finale", "log_generator")
-alerting = load_module("finale", "alerting")
+metrics = load_module("finale", "metrics")
+thresholds_file = load_module("finale", "thresholds")
 access_log = load_module("finale", "access_log")
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
@@ -197,7 +198,7 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
         for value in garbage]
 
     # The good lines' window counts are exactly those computed without any garbage.
-    clean = alerting.entity_window_counts(
+    clean = metrics.entity_window_counts(
         access_log.parse_access_log(spark.createDataFrame([(line.decode(),) for line in good],
                                                           "value string")),
         SETTINGS.window, SETTINGS.slide)
@@ -275,7 +276,7 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
 def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
     path = tmp_path / "thresholds.json"
     messages = []
-    thresholds = analyzer.Thresholds(path, messages.append)
+    thresholds = thresholds_file.ThresholdsFile(path, messages.append)
 
     def document(version, value):
         return json.dumps({"version": version,

@@ -1,19 +1,22 @@
-"""Alerting analysis of the final stage: windowed error counts per entity, thresholds, alerts.
+"""Alert rules: each one a function over the windowed counts and its thresholds, registered by name.
 
-Every function is `DataFrame -> DataFrame` built from Spark built-ins only, so the same code runs on a
-static frame (tests, the threshold job, the evaluation) and on a streaming one (the analyzer).
+A rule is a `Rule(name, fire, learn)` in RULES:
+- fire(counts, thresholds, settings, thresholds_version) -> alerts (ALERT_COLUMNS): the windows of
+  `counts` (metrics.entity_window_counts' output) that break the rule; `thresholds` are the rule's
+  own rows of the thresholds file (scope, entity, value).
+- learn(counts, params) -> thresholds (scope, entity, value, windows, requests): what threshold_job.py
+  writes for the rule, from the window counts of past logs.
+The analyzer, the threshold job, the evaluation and the demo go through RULES (fire_all, learn_all):
+adding a rule is one `register(...)` call with its two functions.
 
-- `entity_window_counts(logs, window, slide)`: requests and errors (status >= 400) per sliding window
-  for three scopes at once, `global` (entity "*"), `ip` and `url`, in one aggregation.
-- `read_thresholds(path)` / `thresholds_frame(spark, thresholds)`: the thresholds JSON written by
-  threshold_job.py, or DEFAULT_THRESHOLDS when the file does not exist.
-- `alerts(counts, thresholds, min_requests, min_errors, z)`: the windows whose error rate is above the
-  threshold of their entity (else of its population, else the global one) with confidence z.
-
-Firing rule: requests >= min_requests and errors >= min_errors and
+`error_rate` (the only rule so far): requests >= min_requests and errors >= min_errors and
 wilson_lower_bound(errors, requests, z) > threshold. The Wilson lower bound is the low end of the
 score confidence interval of the error proportion: a handful of errors out of a handful of requests
-does not fire, the same proportion over hundreds of requests does.
+does not fire, the same proportion over hundreds of requests does. Its threshold is learned as
+
+    T = min(1, max(P_q(rates), median(rates) + z * 1.4826 * MAD(rates), median(rates) + delta))
+
+over the window error rates of each scope population and each entity with enough history.
 
 Inhibition (by default): in a window where the global scope alerts, the ip and url alerts of that
 same window are left out, like an Alertmanager inhibit rule: one global alert instead of an alert
@@ -23,80 +26,57 @@ Severity: "critical" when error_rate >= 2 x threshold or error_rate >= 0.5, else
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 
-from pyspark.sql import Column, DataFrame, SparkSession, functions as F
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+from pyspark.sql import Column, DataFrame, Window, functions as F
+
+from settings import Settings, ThresholdParams
 
 RULE = "error_rate"
-DEFAULT_THRESHOLDS_PATH = Path(".state/finale/thresholds.json")
-# Used when no thresholds file exists yet (before the first threshold_job.py run). Sized for the
-# generator's default error model (20 % error users, 30 % error URLs, 50 % failures on error pairs):
-# the background is about 3 % errors overall, at most ~15 % for an error user and ~10 % for an
-# error URL, so these leave a wide margin, and an incident (most requests of an entity failing)
-# is far above them.
-DEFAULT_THRESHOLDS = {
-    "version": "defaults",
-    "generated_at": None,
-    "thresholds": [
-        {"scope": "global", "entity": None, "value": 0.10},
-        {"scope": "ip", "entity": None, "value": 0.30},
-        {"scope": "url", "entity": None, "value": 0.30},
-    ],
-}
 # The severity escalates to "critical" at twice the threshold, or when half the requests fail.
 CRITICAL_FACTOR = 2.0
 CRITICAL_RATE = 0.5
-
-COUNTS_COLUMNS = ("window_start", "window_end", "entity_type", "entity",
-                  "requests", "errors", "error_rate")
+# 1.4826 * MAD estimates the standard deviation of a normal distribution, so z reads as "sigmas".
+MAD_TO_SIGMA = 1.4826
 ALERT_COLUMNS = ("alert_id", "rule", "entity_type", "entity", "window_start", "window_end",
                  "requests", "errors", "error_rate", "threshold", "thresholds_version", "severity")
-THRESHOLDS_SCHEMA = StructType([
-    StructField("scope", StringType(), False),
-    StructField("entity", StringType(), True),
-    StructField("value", DoubleType(), False),
-])
 
 
-def entity_window_counts(logs: DataFrame, window: str, slide: str) -> DataFrame:
-    """Requests, errors and error rate per (sliding window, entity) for the global, ip and url scopes.
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    fire: Callable[[DataFrame, DataFrame, Settings, "str | None"], DataFrame]
+    learn: Callable[[DataFrame, ThresholdParams], DataFrame]
 
-    `logs` is the parser's output (needs event_time, ip, url, status, malformed); malformed rows are
-    excluded. Each line is exploded into three (entity_type, entity) pairs so that a single stateful
-    aggregation (one state store, one watermark) serves the three scopes. A line without a URL
-    (request "-") counts for global and ip only.
-    """
-    scopes = F.array(
-        F.struct(F.lit("global").alias("entity_type"), F.lit("*").alias("entity")),
-        F.struct(F.lit("ip").alias("entity_type"), F.col("ip").alias("entity")),
-        F.struct(F.lit("url").alias("entity_type"), F.col("url").alias("entity")),
-    )
-    return (
-        logs
-        .where(~F.coalesce(F.col("malformed"), F.lit(False)) & F.col("event_time").isNotNull())
-        .select("event_time", "status", F.explode(scopes).alias("scope"))
-        .where(F.col("scope.entity").isNotNull())
-        .groupBy(
-            F.window("event_time", window, slide).alias("window"),
-            F.col("scope.entity_type").alias("entity_type"),
-            F.col("scope.entity").alias("entity"),
-        )
-        .agg(
-            F.count(F.lit(1)).alias("requests"),
-            F.sum(F.when(F.col("status") >= 400, 1).otherwise(0)).cast("long").alias("errors"),
-        )
-        .select(
-            F.col("window.start").alias("window_start"),
-            F.col("window.end").alias("window_end"),
-            "entity_type",
-            "entity",
-            "requests",
-            "errors",
-            (F.col("errors") / F.col("requests")).cast("double").alias("error_rate"),
-        )
-    )
+
+RULES: dict[str, Rule] = {}
+
+
+def register(name: str, fire, learn) -> Rule:
+    """Add a rule to RULES (its name is the `rule` field of its thresholds and of its alerts)."""
+    if name in RULES:
+        raise ValueError(f"rule {name!r} is already registered")
+    RULES[name] = rule = Rule(name, fire, learn)
+    return rule
+
+
+def fire_all(counts: DataFrame, thresholds: DataFrame, settings: Settings,
+             thresholds_version: str | None = None) -> DataFrame:
+    """The alerts of every registered rule. `thresholds`: every rule's rows (rule, scope, entity,
+    value, thresholds.rule_thresholds_frame); each rule sees only its own."""
+    fired = [rule.fire(counts, thresholds.where(F.col("rule") == rule.name).drop("rule"),
+                       settings, thresholds_version)
+             for rule in RULES.values()]
+    union = fired[0]
+    for frame in fired[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
+def learn_all(counts: DataFrame, params: ThresholdParams) -> dict[str, DataFrame]:
+    """Every registered rule's learned thresholds, by rule name (thresholds.thresholds_document)."""
+    return {rule.name: rule.learn(counts, params) for rule in RULES.values()}
 
 
 def wilson_lower_bound(errors: Column, requests: Column, z: float) -> Column:
@@ -112,30 +92,50 @@ def wilson_lower_bound(errors: Column, requests: Column, z: float) -> Column:
     return F.when(n > 0, (centre - margin) / (F.lit(1.0) + F.lit(z2) / n))
 
 
-def read_thresholds(path: str | Path = DEFAULT_THRESHOLDS_PATH) -> dict:
-    """The thresholds JSON written by threshold_job.py; DEFAULT_THRESHOLDS when the file is absent.
+def robust_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
+    """One threshold per scope population and per entity with enough history.
 
-    A file that exists but is not valid JSON raises ValueError (a half-written file must not silently
-    switch the analyzer back to the defaults).
+    `rates` has entity_type, entity, requests, error_rate (window_error_rates' output). Output:
+    scope, entity (null = the population of the scope), value, windows, requests (support: the
+    eligible windows and the sum of their requests; with sliding windows a request is counted in
+    every window that holds it), and the three terms' ingredients median, mad, upper_quantile.
     """
-    path = Path(path)
-    if not path.exists():
-        return json.loads(json.dumps(DEFAULT_THRESHOLDS))
-    try:
-        thresholds = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(thresholds, dict) or not isinstance(thresholds.get("thresholds"), list):
-        raise ValueError(f"{path}: no 'thresholds' list")
-    return thresholds
-
-
-def thresholds_frame(spark: SparkSession, thresholds: dict) -> DataFrame:
-    """The `thresholds` list as a DataFrame: scope, entity (null = the population of that scope), value."""
-    rows = [(str(item["scope"]), None if item.get("entity") is None else str(item["entity"]),
-             float(item["value"]))
-            for item in thresholds.get("thresholds", [])]
-    return spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
+    eligible = rates.where(F.col("requests") >= F.lit(int(params.min_window_requests)))
+    # Each eligible window is a sample of its population (entity null) and, for ip/url, of its
+    # own entity: a union, then one grouping computes every scope at once.
+    samples = (
+        eligible.select(F.col("entity_type").alias("scope"),
+                        F.lit(None).cast("string").alias("entity"), "requests", "error_rate")
+        .unionByName(
+            eligible.where(F.col("entity_type") != "global")
+            .select(F.col("entity_type").alias("scope"), "entity", "requests", "error_rate"))
+    )
+    group = Window.partitionBy("scope", "entity")
+    # MAD needs the group's median before the second median: a window aggregate keeps it per row
+    # (no self-join on a nullable key).
+    with_median = samples.withColumn("median", F.median("error_rate").over(group))
+    stats = (
+        with_median
+        .groupBy("scope", "entity")
+        .agg(
+            F.count(F.lit(1)).alias("windows"),
+            F.sum("requests").cast("long").alias("requests"),
+            F.first("median").alias("median"),
+            F.median(F.abs(F.col("error_rate") - F.col("median"))).alias("mad"),
+            F.percentile("error_rate", F.lit(float(params.quantile))).alias("upper_quantile"),
+        )
+        .where(F.col("entity").isNull() | (F.col("windows") >= F.lit(int(params.min_entity_windows))))
+    )
+    value = F.least(
+        F.lit(1.0),
+        F.greatest(
+            F.col("upper_quantile"),
+            F.col("median") + F.lit(float(params.z) * MAD_TO_SIGMA) * F.col("mad"),
+            F.col("median") + F.lit(float(params.delta)),
+        ),
+    )
+    return stats.select("scope", "entity", value.alias("value"), "windows", "requests",
+                        "median", "mad", "upper_quantile")
 
 
 def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_errors: int,
@@ -233,3 +233,12 @@ def alert_id_column(rule: Column, entity_type: Column, entity: Column,
                     F.unix_micros(window_end).cast("string")),
         256,
     )
+
+
+def fire_error_rate(counts: DataFrame, thresholds: DataFrame, settings: Settings,
+                    thresholds_version: str | None = None) -> DataFrame:
+    return alerts(counts, thresholds, settings.min_requests, settings.min_errors, settings.z,
+                  thresholds_version, inhibit_by_global=settings.inhibit_by_global)
+
+
+register(RULE, fire=fire_error_rate, learn=robust_thresholds)
