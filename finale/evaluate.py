@@ -11,8 +11,8 @@ have other users and URLs. The incidents only change lines inside their own time
 
 Then, for each window size, in batch mode on one Spark session (fast and exact; the streaming
 wiring is tested with the analyzer):
-1. threshold_job.learn: thresholds from the history phase only;
-2. alerting.entity_window_counts + alerting.alerts (the analyzer's own functions and default
+1. rules.learn_all: every registered rule's thresholds, from the history phase only;
+2. metrics.entity_window_counts + rules.fire_all (the analyzer's own functions and default
    --min-requests, --min-errors, --confidence-z, and its default inhibition: a firing global alert
    drops the ip/url alerts of its window) over the incident and quiet phases;
 3. metrics, printed as a table (and written with --json):

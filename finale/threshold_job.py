@@ -2,14 +2,15 @@
 
 It reads Apache access logs (combined or common format, real or generated; plain or .gz files,
 globs allowed) or a time range of the Kafka topic `http-logs`, counts requests and errors per
-sliding window and entity with the analyzer's own `alerting.entity_window_counts` (so a "window
-error rate" means exactly what the analyzer compares), and derives for each scope
+sliding window and entity with the analyzer's own `metrics.entity_window_counts` (so a "window
+error rate" means exactly what the analyzer compares), and learns the thresholds of every
+registered rule (rules.RULES; `error_rate`, the only one so far, derives for each scope
 
     T = min(1, max(P_q(rates), median(rates) + z * 1.4826 * MAD(rates), median(rates) + delta))
 
 over the window error rates of: all windows (global), the population of all IPs, the population of
 all URLs, and every IP and URL with at least --min-entity-windows eligible windows (the others use
-their population's threshold). Only windows with at least --min-window-requests requests count.
+their population's threshold). Only windows with at least --min-window-requests requests count).
 
 Run:
     .venv/bin/python finale/threshold_job.py --input .state/finale/history.log

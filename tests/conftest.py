@@ -36,6 +36,15 @@ def load_module(stage: str, name: str):
     return module
 
 
+def pytest_collection_modifyitems(items):
+    """The kafka and spark markers follow the fixtures a test uses, directly or through another
+    fixture, so `-m "not kafka"` can never run a test that needs the broker."""
+    for item in items:
+        for fixture in ("kafka", "spark"):
+            if fixture in item.fixturenames:
+                item.add_marker(fixture)
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now, so tests never collide with a running demo."""
     with socket.socket() as probe:

@@ -122,7 +122,7 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
     # inhibit_by_global=False: this test is about which threshold applies; the global row fires
     # in the same window W, and by default it would inhibit the ip and url alerts (tested below).
     fired = rules.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
-                            thresholds_version="v1", inhibit_by_global=False)
+                         thresholds_version="v1", inhibit_by_global=False)
 
     expected = spark.createDataFrame([
         (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
@@ -243,3 +243,53 @@ def test_read_thresholds_defaults_file_and_bad_file(spark, tmp_path):
     path.write_text('{"version": "abc", "thresholds": [')   # half-written
     with pytest.raises(ValueError, match="not valid JSON"):
         thresholds_file.read_thresholds(path)
+
+
+def test_thresholds_file_rule_field_old_files_load_as_error_rate(spark, tmp_path):
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({"version": "mixed", "thresholds": [
+        {"scope": "global", "entity": None, "value": 0.05},                      # before rules
+        {"rule": "error_rate", "scope": "ip", "entity": None, "value": 0.3},
+        {"rule": "traffic_drop", "scope": "global", "entity": None, "value": 0.5},
+    ]}))
+    data = thresholds_file.read_thresholds(path)
+    assert [item["rule"] for item in data["thresholds"]] == ["error_rate", "error_rate",
+                                                             "traffic_drop"]
+    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data), spark.createDataFrame(
+        [("global", None, 0.05), ("ip", None, 0.3)], thresholds_file.THRESHOLDS_SCHEMA))
+    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data, "traffic_drop"),
+                         spark.createDataFrame([("global", None, 0.5)],
+                                               thresholds_file.THRESHOLDS_SCHEMA))
+    assert [row.rule for row in thresholds_file.rule_thresholds_frame(spark, data).collect()] == [
+        "error_rate", "error_rate", "traffic_drop"]
+    assert {item["rule"] for item in thresholds_file.read_thresholds(tmp_path / "absent")[
+        "thresholds"]} == {"error_rate"}
+
+
+def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
+    counts = counts_frame(spark, [("ip", "10.0.0.1", 20, 10), ("ip", "10.0.0.2", 20, 2)])
+    settings = load_module("finale", "settings").Settings(z=1.0)
+    # A row of another rule at 0.0 would make both IPs fire if error_rate saw it.
+    every_rule = spark.createDataFrame(
+        [("error_rate", "ip", None, 0.30), ("other", "ip", None, 0.0)],
+        thresholds_file.RULE_THRESHOLDS_SCHEMA)
+    assert list(rules.RULES) == ["error_rate"]
+    fired = rules.fire_all(counts, every_rule, settings, "v1")
+    assert [(row.rule, row.entity, row.threshold) for row in fired.collect()] == [
+        ("error_rate", "10.0.0.1", 0.30)]
+
+    # A second rule is one registration: fire_all returns its alerts too, in the same columns.
+    def every_window(counts, thresholds, settings, version):
+        assert thresholds.columns == ["scope", "entity", "value"]
+        return rules.alerts(counts, thresholds, 1, 0, 0.0, version, inhibit_by_global=False) \
+            .withColumn("rule", F.lit("other"))
+
+    rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+        fired = rules.fire_all(counts, every_rule, settings, "v1")
+        assert sorted((row.rule, row.entity, row.threshold) for row in fired.collect()) == [
+            ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0), ("other", "10.0.0.2", 0.0)]
+    finally:
+        del rules.RULES["other"]
