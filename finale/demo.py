@@ -321,10 +321,97 @@ def log(message: str) -> None:
     print(f"[demo {datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
 
 
+def ensure_broker(args: argparse.Namespace) -> bool:
+    """A broker answering on --bootstrap-servers: the running one, or the local one started now
+    (True: started here, to be stopped at the end)."""
+    if broker_answers(args.bootstrap_servers):
+        log(f"using the Kafka broker already running at {args.bootstrap_servers}")
+        return False
+    log("starting the local Kafka broker (finale/local_kafka.py start)")
+    port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
+    started = subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "start", "--port", port],
+                             cwd=ROOT, timeout=args.startup_timeout, capture_output=True, text=True)
+    if started.returncode != 0:
+        last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
+        raise RuntimeError(last.removeprefix("error: "))
+    for line in started.stdout.strip().splitlines():
+        log(line)
+    # It may have been started meanwhile by someone else (tests): then it is not ours to stop.
+    return "already running" not in started.stdout
+
+
+def learn_thresholds(args: argparse.Namespace) -> list[str]:
+    """The analyzer's flags for thresholds learned from generated history."""
+    python = sys.executable
+    # --- hook: learn thresholds from generated history (thresholds helper) ---------------
+    # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
+    # ending now and written as fast as the generator can, then threshold_job.py learns from
+    # it and the analyzer gets the file (it re-reads it when it changes).
+    history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
+    log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
+    subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
+                    "--rate", str(args.rate), "--users", str(args.users),
+                    "--history", "0.5", "--output", str(history)],
+                   cwd=ROOT, check=True, timeout=args.startup_timeout)
+    with open(STATE / "threshold_job.log", "w") as job_log:
+        learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
+                                  "--output", str(thresholds_file)],
+                                 cwd=ROOT, check=True, timeout=args.startup_timeout,
+                                 stdout=subprocess.PIPE, stderr=job_log, text=True)
+    log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
+    # --- end of hook ------------------------------------------------------------------------
+    return ["--thresholds", str(thresholds_file)]
+
+
+def start_viewer(children: Children, args: argparse.Namespace, tty: bool) -> None:
+    viewer = [sys.executable, str(HERE / "alert_viewer.py"), "--bootstrap-servers",
+              args.bootstrap_servers]
+    if tty:
+        children.start("viewer", viewer, None)
+    else:
+        children.start("viewer", [*viewer, "--json"], STATE / "viewer.log")
+
+
+def run_traffic(children: Children, args: argparse.Namespace, truth: Path,
+                analyzer: subprocess.Popen) -> None:
+    """The generator with the incidents, until --duration (then the analyzer catches up) or Ctrl-C."""
+    incidents = incident_flags(args.duration)
+    stats_file = STATE / "generator-stats.json"
+    stats_file.unlink(missing_ok=True)
+    generator_argv = [sys.executable, str(HERE / "log_generator.py"), "--rate", str(args.rate),
+                      "--seed", str(args.seed), "--users", str(args.users),
+                      "--bootstrap-servers", args.bootstrap_servers,
+                      "--truth", str(truth), *incidents, "--stats-file", str(stats_file)]
+    if args.duration > 0:
+        generator_argv += ["--duration", str(args.duration)]
+    log(f"starting the generator: {args.rate:g} lines/s, {args.users} users, incidents "
+        f"{' '.join(incidents[1::2])} (seconds from now)")
+    generator = children.start("generator", generator_argv, STATE / "generator.log")
+    if args.duration > 0:
+        try:
+            generator.wait(timeout=args.duration + 30)
+        except subprocess.TimeoutExpired:
+            log("the generator did not finish in time")
+        drain(analyzer, lines_delivered(stats_file), args.drain_timeout)
+    else:
+        log("running until Ctrl-C")
+        generator.wait()
+
+
+def print_summary(args: argparse.Namespace, truth: Path, collector: AlertCollector) -> None:
+    book = collector.book
+    text, listing = summary(read_truth(truth), book.alerts, book.firsts, book.arrivals,
+                            collector.messages)
+    (STATE / "alerts.txt").write_text(listing)
+    print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
+          f"truth {truth.relative_to(ROOT)}, every alert in "
+          f"{(STATE / 'alerts.txt').relative_to(ROOT)}) ===")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     STATE.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
     children = Children()
     collector = None
     started_broker = False
@@ -336,74 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(checkpoint, ignore_errors=True)
     return_code = 0
     try:
-        if broker_answers(args.bootstrap_servers):
-            log(f"using the Kafka broker already running at {args.bootstrap_servers}")
-        else:
-            log("starting the local Kafka broker (finale/local_kafka.py start)")
-            port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
-            started = subprocess.run([python, str(HERE / "local_kafka.py"), "start", "--port", port],
-                                     cwd=ROOT, timeout=args.startup_timeout, capture_output=True,
-                                     text=True)
-            if started.returncode != 0:
-                last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
-                raise RuntimeError(last.removeprefix("error: "))
-            for line in started.stdout.strip().splitlines():
-                log(line)
-            # It may have been started meanwhile by someone else (tests): then it is not ours to stop.
-            started_broker = "already running" not in started.stdout
-
-        # --- hook: learn thresholds from generated history (thresholds helper) ---------------
-        # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
-        # ending now and written as fast as the generator can, then threshold_job.py learns from
-        # it and the analyzer gets the file (it re-reads it when it changes).
-        history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
-        log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
-        subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
-                        "--rate", str(args.rate), "--users", str(args.users),
-                        "--history", "0.5", "--output", str(history)],
-                       cwd=ROOT, check=True, timeout=args.startup_timeout)
-        with open(STATE / "threshold_job.log", "w") as job_log:
-            learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
-                                      "--output", str(thresholds_file)],
-                                     cwd=ROOT, check=True, timeout=args.startup_timeout,
-                                     stdout=subprocess.PIPE, stderr=job_log, text=True)
-        log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
-        analyzer_flags: list[str] = ["--thresholds", str(thresholds_file)]
-        # --- end of hook ------------------------------------------------------------------------
-
-        analyzer = start_analyzer(children, args, checkpoint, analyzer_flags)
-
+        started_broker = ensure_broker(args)
+        analyzer = start_analyzer(children, args, checkpoint, learn_thresholds(args))
         collector = AlertCollector(args.bootstrap_servers, "alerts", echo=not tty)
         collector.start()
-        if tty:
-            children.start("viewer", [python, str(HERE / "alert_viewer.py"),
-                                      "--bootstrap-servers", args.bootstrap_servers], None)
-        else:
-            children.start("viewer", [python, str(HERE / "alert_viewer.py"), "--json",
-                                      "--bootstrap-servers", args.bootstrap_servers],
-                           STATE / "viewer.log")
-        incidents = incident_flags(args.duration)
-        generator_argv = [python, str(HERE / "log_generator.py"), "--rate", str(args.rate),
-                          "--seed", str(args.seed), "--users", str(args.users),
-                          "--bootstrap-servers", args.bootstrap_servers,
-                          "--truth", str(truth), *incidents]
-        if args.duration > 0:
-            generator_argv += ["--duration", str(args.duration)]
-        log(f"starting the generator: {args.rate:g} lines/s, {args.users} users, incidents "
-            f"{' '.join(incidents[1::2])} (seconds from now)")
-        stats_file = STATE / "generator-stats.json"
-        stats_file.unlink(missing_ok=True)
-        generator_argv += ["--stats-file", str(stats_file)]
-        generator = children.start("generator", generator_argv, STATE / "generator.log")
-        if args.duration > 0:
-            try:
-                generator.wait(timeout=args.duration + 30)
-            except subprocess.TimeoutExpired:
-                log("the generator did not finish in time")
-            drain(analyzer, lines_delivered(stats_file), args.drain_timeout)
-        else:
-            log("running until Ctrl-C")
-            generator.wait()
+        start_viewer(children, args, tty)
+        run_traffic(children, args, truth, analyzer)
     except KeyboardInterrupt:
         log("Ctrl-C: stopping")
     except (RuntimeError, subprocess.SubprocessError, OSError) as error:
@@ -417,18 +442,11 @@ def main(argv: list[str] | None = None) -> int:
             collector.stop()
         if started_broker:
             log("stopping the local Kafka broker")
-            subprocess.run([python, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
+            subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if collector is not None:
-        book = collector.book
-        text, listing = summary(read_truth(truth), book.alerts, book.firsts, book.arrivals,
-                                collector.messages)
-        (STATE / "alerts.txt").write_text(listing)
-        print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
-              f"truth {truth.relative_to(ROOT)}, every alert in "
-              f"{(STATE / 'alerts.txt').relative_to(ROOT)}) ===")
-        print(text)
+        print_summary(args, truth, collector)
     return return_code
 
 

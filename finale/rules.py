@@ -180,27 +180,7 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
     firing = with_threshold.where(
         wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold"))
     if inhibit_by_global:
-        # Inhibition, like an Alertmanager inhibit rule: when all traffic fails, every IP and URL
-        # fails too and would raise one alert each on top of the global one (a real demo run gave
-        # 3 global + 69 ip + 103 url alerts for one global incident). The global alert says it
-        # all, so the ip/url alerts of its window are dropped: a left anti join on the window of
-        # the global alerts of this call (the condition never matches a global row, which stays).
-        # Streaming: the analyzer calls this per micro-batch on the window counts updated in that
-        # batch (update mode). Every line counts in the global scope, so the global row of a
-        # window is updated in every batch that updates any entity of that window: within a
-        # batch, the global alert of a window is always seen together with its entities. Entity
-        # alerts emitted in an earlier batch, before the global crossed its threshold, stay
-        # (alerts are never retracted).
-        global_windows = (
-            firing.where(F.col("entity_type") == "global")
-            .select(F.col("window_start").alias("_g_start"), F.col("window_end").alias("_g_end"))
-            .distinct()
-        )
-        firing = firing.join(
-            F.broadcast(global_windows),
-            (F.col("window_start") == F.col("_g_start")) & (F.col("window_end") == F.col("_g_end"))
-            & (F.col("entity_type") != "global"),
-            "left_anti")
+        firing = inhibited_by_global(firing)
     return firing.select(
         alert_id_column(F.lit(RULE), F.col("entity_type"), F.col("entity"),
                         F.col("window_start"), F.col("window_end")).alias("alert_id"),
@@ -218,6 +198,31 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
                | (F.col("error_rate") >= CRITICAL_RATE), F.lit("critical"))
         .otherwise(F.lit("warning")).alias("severity"),
     )
+
+
+def inhibited_by_global(firing: DataFrame) -> DataFrame:
+    """`firing` without the ip/url alerts of the windows in which the global scope fires."""
+    # Inhibition, like an Alertmanager inhibit rule: when all traffic fails, every IP and URL
+    # fails too and would raise one alert each on top of the global one (a real demo run gave
+    # 3 global + 69 ip + 103 url alerts for one global incident). The global alert says it
+    # all, so the ip/url alerts of its window are dropped: a left anti join on the window of
+    # the global alerts of this call (the condition never matches a global row, which stays).
+    # Streaming: the analyzer calls this per micro-batch on the window counts updated in that
+    # batch (update mode). Every line counts in the global scope, so the global row of a
+    # window is updated in every batch that updates any entity of that window: within a
+    # batch, the global alert of a window is always seen together with its entities. Entity
+    # alerts emitted in an earlier batch, before the global crossed its threshold, stay
+    # (alerts are never retracted).
+    global_windows = (
+        firing.where(F.col("entity_type") == "global")
+        .select(F.col("window_start").alias("_g_start"), F.col("window_end").alias("_g_end"))
+        .distinct()
+    )
+    return firing.join(
+        F.broadcast(global_windows),
+        (F.col("window_start") == F.col("_g_start")) & (F.col("window_end") == F.col("_g_end"))
+        & (F.col("entity_type") != "global"),
+        "left_anti")
 
 
 def alert_id_column(rule: Column, entity_type: Column, entity: Column,
