@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test demo bench clean
+.PHONY: setup jars prereqs test test-fast demo bench clean
 
 setup: $(VENV)/.installed jars
 
@@ -27,6 +27,10 @@ $(VENV)/.installed: requirements.txt | prereqs
 
 test: setup
 	$(PY) -m pytest
+
+# The pure tests only: no broker, no Spark, nothing slow (markers in pytest.ini); seconds, not minutes.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not kafka and not spark and not slow"
 
 # The final stage end to end (finale/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
 demo: setup
