@@ -1,15 +1,25 @@
 """Alert rules: each one a function over the windowed counts and its thresholds, registered by name.
 
-A rule is a `Rule(name, fire, learn)` in RULES:
-- fire(counts, thresholds, settings, thresholds_version) -> alerts (ALERT_COLUMNS): the windows of
-  `counts` (metrics.entity_window_counts' output) that break the rule; `thresholds` are the rule's
-  own rows of the thresholds file (scope, entity, value).
-- learn(counts, params) -> thresholds (scope, entity, value, windows, requests): what threshold_job.py
-  writes for the rule, from the window counts of past logs.
-The analyzer, the threshold job, the evaluation and the demo go through RULES (fire_all, learn_all):
-adding a rule is one `register(...)` call with its two functions.
+The contract (this docstring is the spec; tests/test_finale_alerting.py holds the rules to it):
+- A rule is a `Rule(name, fire, learn)` in RULES, added by `register(name, fire, learn)` at import
+  (a second registration of a name is a ValueError). `name` is the `rule` field of its alerts and
+  of its rows in the thresholds file.
+- fire(counts, thresholds, settings, thresholds_version) -> alerts with exactly ALERT_COLUMNS:
+  the windows of `counts` (metrics.entity_window_counts' output, COUNTS_COLUMNS; in the analyzer
+  the windows updated by one micro-batch) that break the rule. `thresholds` are the rule's own
+  rows of the thresholds file (scope, entity (null = the scope's population), value: the rule's
+  own unit); `settings` the analyzer's Settings; `thresholds_version` goes into every alert.
+  Spark built-ins on static frames (the analyzer calls it inside foreachBatch), deterministic
+  `alert_id` (alert_id_column with the rule's name), no collect.
+- learn(counts, params) -> thresholds with columns scope, entity, value, windows, requests (more
+  are ignored): what threshold_job.py writes for the rule, from the window counts of past logs.
+- Rules are independent: one rule's alerts never inhibit another's; inhibition, if any, is the
+  rule's own business (both rules below use inhibited_by_global within themselves).
+The analyzer, the threshold job and the evaluation go through RULES (fire_all, learn_all), the demo
+and the viewer read the `rule` field: adding a rule is one `register(...)` call with its two
+functions (see "Extending" in finale/README.md).
 
-`error_rate` (the only rule so far): requests >= min_requests and errors >= min_errors and
+`error_rate`: requests >= min_requests and errors >= min_errors and
 wilson_lower_bound(errors, requests, z) > threshold. The Wilson lower bound is the low end of the
 score confidence interval of the error proportion: a handful of errors out of a handful of requests
 does not fire, the same proportion over hundreds of requests does. Its threshold is learned as
@@ -17,12 +27,22 @@ does not fire, the same proportion over hundreds of requests does. Its threshold
     T = min(1, max(P_q(rates), median(rates) + z * 1.4826 * MAD(rates), median(rates) + delta))
 
 over the window error rates of each scope population and each entity with enough history.
-
-Inhibition (by default): in a window where the global scope alerts, the ip and url alerts of that
-same window are left out, like an Alertmanager inhibit rule: one global alert instead of an alert
-storm (one per IP and per URL) when all traffic fails.
-
 Severity: "critical" when error_rate >= 2 x threshold or error_rate >= 0.5, else "warning".
+
+`surge`: a traffic surge of an entity (a scraper, a bot flood: no errors at all, invisible to
+error_rate): requests >= min_requests and requests > T + z * sqrt(T), T the learned request count
+per window of the entity (else of its scope's population; no global fallback, no defaults: without
+learned thresholds the rule is silent):
+
+    T = max(P_q(requests), median(requests) + z * 1.4826 * MAD(requests), 2 * median(requests))
+
+Severity: "critical" when requests >= 2 x T, else "warning".
+
+Inhibition (by default, each rule within itself): in a window where the global scope alerts, the
+ip and url alerts of that same window and rule are left out, like an Alertmanager inhibit rule:
+one global alert instead of an alert storm (one per IP and per URL) when all traffic fails, or
+when all traffic doubles. An error_rate alert never inhibits a surge alert, nor the reverse: a
+flood during an outage is a second fact, not a consequence.
 """
 from __future__ import annotations
 
@@ -92,40 +112,52 @@ def wilson_lower_bound(errors: Column, requests: Column, z: float) -> Column:
     return F.when(n > 0, (centre - margin) / (F.lit(1.0) + F.lit(z2) / n))
 
 
-def robust_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
-    """One threshold per scope population and per entity with enough history.
+def baseline_stats(counts: DataFrame, params: ThresholdParams, metric: str) -> DataFrame:
+    """The distribution of `metric` over the eligible windows of each scope population and of each
+    entity with enough history: scope, entity (null = the population of the scope), windows,
+    requests (support: the eligible windows and the sum of their requests; with sliding windows a
+    request is counted in every window that holds it), median, mad, upper_quantile (P_q).
 
-    `rates` has entity_type, entity, requests, error_rate (window_error_rates' output). Output:
-    scope, entity (null = the population of the scope), value, windows, requests (support: the
-    eligible windows and the sum of their requests; with sliding windows a request is counted in
-    every window that holds it), and the three terms' ingredients median, mad, upper_quantile.
+    `counts` has entity_type, entity, requests and `metric` (entity_window_counts' output); a
+    window is eligible with requests >= params.min_window_requests.
     """
-    eligible = rates.where(F.col("requests") >= F.lit(int(params.min_window_requests)))
+    eligible = counts.where(F.col("requests") >= F.lit(int(params.min_window_requests)))
     # Each eligible window is a sample of its population (entity null) and, for ip/url, of its
     # own entity: a union, then one grouping computes every scope at once.
     samples = (
         eligible.select(F.col("entity_type").alias("scope"),
-                        F.lit(None).cast("string").alias("entity"), "requests", "error_rate")
+                        F.lit(None).cast("string").alias("entity"), "requests",
+                        F.col(metric).cast("double").alias("_x"))
         .unionByName(
             eligible.where(F.col("entity_type") != "global")
-            .select(F.col("entity_type").alias("scope"), "entity", "requests", "error_rate"))
+            .select(F.col("entity_type").alias("scope"), "entity", "requests",
+                    F.col(metric).cast("double").alias("_x")))
     )
     group = Window.partitionBy("scope", "entity")
     # MAD needs the group's median before the second median: a window aggregate keeps it per row
     # (no self-join on a nullable key).
-    with_median = samples.withColumn("median", F.median("error_rate").over(group))
-    stats = (
+    with_median = samples.withColumn("median", F.median("_x").over(group))
+    return (
         with_median
         .groupBy("scope", "entity")
         .agg(
             F.count(F.lit(1)).alias("windows"),
             F.sum("requests").cast("long").alias("requests"),
             F.first("median").alias("median"),
-            F.median(F.abs(F.col("error_rate") - F.col("median"))).alias("mad"),
-            F.percentile("error_rate", F.lit(float(params.quantile))).alias("upper_quantile"),
+            F.median(F.abs(F.col("_x") - F.col("median"))).alias("mad"),
+            F.percentile("_x", F.lit(float(params.quantile))).alias("upper_quantile"),
         )
         .where(F.col("entity").isNull() | (F.col("windows") >= F.lit(int(params.min_entity_windows))))
     )
+
+
+def robust_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
+    """One error-rate threshold per scope population and per entity with enough history.
+
+    `rates` has entity_type, entity, requests, error_rate (window_error_rates' output). Output:
+    scope, entity (null = the population of the scope), value, windows, requests, and the three
+    terms' ingredients median, mad, upper_quantile (baseline_stats).
+    """
     value = F.least(
         F.lit(1.0),
         F.greatest(
@@ -134,8 +166,9 @@ def robust_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
             F.col("median") + F.lit(float(params.delta)),
         ),
     )
-    return stats.select("scope", "entity", value.alias("value"), "windows", "requests",
-                        "median", "mad", "upper_quantile")
+    return baseline_stats(rates, params, "error_rate").select(
+        "scope", "entity", value.alias("value"), "windows", "requests", "median", "mad",
+        "upper_quantile")
 
 
 def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_errors: int,
@@ -150,6 +183,24 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
     and window_end) in which the global scope alerts in this same call are left out.
     Meant for static frames (the analyzer calls it inside foreachBatch).
     """
+    candidates = counts.where(
+        (F.col("requests") >= F.lit(int(min_requests))) & (F.col("errors") >= F.lit(int(min_errors)))
+    )
+    with_threshold = with_thresholds(candidates, thresholds, global_fallback=True)
+    firing = with_threshold.where(
+        wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold"))
+    if inhibit_by_global:
+        firing = inhibited_by_global(firing)
+    critical = ((F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
+                | (F.col("error_rate") >= CRITICAL_RATE))
+    return alert_columns(firing, RULE, thresholds_version, critical)
+
+
+def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
+                    global_fallback: bool) -> DataFrame:
+    """`candidates` (counts rows) with the column `threshold`: the value of the row's exact entity
+    (scope = entity_type, entity = entity), else the population one of its scope (entity null),
+    else (with `global_fallback`) the global population one; null when none applies."""
     # Deduplicated so that a repeated line in a thresholds file can never duplicate alerts.
     per_entity = (
         thresholds.where(F.col("entity").isNotNull())
@@ -161,30 +212,29 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
         .groupBy(F.col("scope").alias("_pop_scope"))
         .agg(F.max("value").alias("_scope_value"))
     )
-    global_value = per_scope.where(F.col("_pop_scope") == "global").select(
-        F.col("_scope_value").alias("_global_value"))
-
-    candidates = counts.where(
-        (F.col("requests") >= F.lit(int(min_requests))) & (F.col("errors") >= F.lit(int(min_errors)))
-    )
-    with_threshold = (
+    joined = (
         candidates
         .join(F.broadcast(per_entity),
               (F.col("entity_type") == F.col("_scope")) & (F.col("entity") == F.col("_entity")),
               "left")
         .join(F.broadcast(per_scope), F.col("entity_type") == F.col("_pop_scope"), "left")
-        .join(F.broadcast(global_value), F.lit(True), "left")
-        .withColumn("threshold",
-                    F.coalesce("_entity_value", "_scope_value", "_global_value").cast("double"))
     )
-    firing = with_threshold.where(
-        wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold"))
-    if inhibit_by_global:
-        firing = inhibited_by_global(firing)
+    fallbacks = [F.col("_entity_value"), F.col("_scope_value")]
+    if global_fallback:
+        global_value = per_scope.where(F.col("_pop_scope") == "global").select(
+            F.col("_scope_value").alias("_global_value"))
+        joined = joined.join(F.broadcast(global_value), F.lit(True), "left")
+        fallbacks.append(F.col("_global_value"))
+    return joined.withColumn("threshold", F.coalesce(*fallbacks).cast("double"))
+
+
+def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
+                  critical: Column) -> DataFrame:
+    """The firing rows of `rule` (counts columns + threshold) as alerts (ALERT_COLUMNS)."""
     return firing.select(
-        alert_id_column(F.lit(RULE), F.col("entity_type"), F.col("entity"),
+        alert_id_column(F.lit(rule), F.col("entity_type"), F.col("entity"),
                         F.col("window_start"), F.col("window_end")).alias("alert_id"),
-        F.lit(RULE).alias("rule"),
+        F.lit(rule).alias("rule"),
         "entity_type",
         "entity",
         "window_start",
@@ -192,11 +242,9 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
         "requests",
         "errors",
         F.col("error_rate").cast("double").alias("error_rate"),
-        "threshold",
+        F.col("threshold").cast("double").alias("threshold"),
         F.lit(thresholds_version).cast("string").alias("thresholds_version"),
-        F.when((F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
-               | (F.col("error_rate") >= CRITICAL_RATE), F.lit("critical"))
-        .otherwise(F.lit("warning")).alias("severity"),
+        F.when(critical, F.lit("critical")).otherwise(F.lit("warning")).alias("severity"),
     )
 
 
@@ -247,3 +295,59 @@ def fire_error_rate(counts: DataFrame, thresholds: DataFrame, settings: Settings
 
 
 register(RULE, fire=fire_error_rate, learn=robust_thresholds)
+
+
+# --- surge: a traffic surge of an entity against its learned baseline --------------------------
+SURGE = "surge"
+# The learned request threshold is at least this many times the entity's median window.
+SURGE_FACTOR = 2.0
+
+
+def surge_alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, z: float,
+                 thresholds_version: str | None = None, *,
+                 inhibit_by_global: bool = True) -> DataFrame:
+    """The windows of `counts` whose requests surge above their learned baseline (ALERT_COLUMNS).
+
+    Threshold T of a row: the one of its exact entity, else the population one of its scope (no
+    global fallback: the global request count is no baseline for one IP). A row fires when
+    requests >= min_requests and requests > T + z * sqrt(T): a Poisson count of mean T has
+    standard deviation sqrt(T), so ordinary noise above the baseline does not fire. No threshold,
+    no alert: without a thresholds file (the defaults) this rule is silent. `threshold` in the
+    alert is T, in requests per window. Severity: "critical" when requests >= 2 x T.
+    With `inhibit_by_global`, a global surge of a window inhibits that window's ip/url surges
+    (inhibited_by_global, within this rule only).
+    """
+    with_threshold = with_thresholds(counts.where(F.col("requests") >= F.lit(int(min_requests))),
+                                     thresholds, global_fallback=False)
+    firing = with_threshold.where(
+        F.col("requests") > F.col("threshold") + F.lit(float(z)) * F.sqrt(F.col("threshold")))
+    if inhibit_by_global:
+        firing = inhibited_by_global(firing)
+    critical = F.col("requests") >= F.col("threshold") * CRITICAL_FACTOR
+    return alert_columns(firing, SURGE, thresholds_version, critical)
+
+
+def surge_thresholds(counts: DataFrame, params: ThresholdParams) -> DataFrame:
+    """One request-count threshold per scope population and per entity with enough history:
+
+        T = max(P_q(requests), median + z * 1.4826 * MAD, SURGE_FACTOR * median)
+
+    over the requests of the eligible windows (baseline_stats). Same output columns as
+    robust_thresholds."""
+    value = F.greatest(
+        F.col("upper_quantile"),
+        F.col("median") + F.lit(float(params.z) * MAD_TO_SIGMA) * F.col("mad"),
+        F.col("median") * F.lit(SURGE_FACTOR),
+    )
+    return baseline_stats(counts, params, "requests").select(
+        "scope", "entity", value.alias("value"), "windows", "requests", "median", "mad",
+        "upper_quantile")
+
+
+def fire_surge(counts: DataFrame, thresholds: DataFrame, settings: Settings,
+               thresholds_version: str | None = None) -> DataFrame:
+    return surge_alerts(counts, thresholds, settings.min_requests, settings.z, thresholds_version,
+                        inhibit_by_global=settings.inhibit_by_global)
+
+
+register(SURGE, fire=fire_surge, learn=surge_thresholds)

@@ -273,7 +273,7 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
     every_rule = spark.createDataFrame(
         [("error_rate", "ip", None, 0.30), ("other", "ip", None, 0.0)],
         thresholds_file.RULE_THRESHOLDS_SCHEMA)
-    assert list(rules.RULES) == ["error_rate"]
+    assert list(rules.RULES) == ["error_rate", "surge"]
     fired = rules.fire_all(counts, every_rule, settings, "v1")
     assert [(row.rule, row.entity, row.threshold) for row in fired.collect()] == [
         ("error_rate", "10.0.0.1", 0.30)]
@@ -293,3 +293,69 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
             ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0), ("other", "10.0.0.2", 0.0)]
     finally:
         del rules.RULES["other"]
+
+
+def test_surge_entity_then_population_threshold_poisson_margin_and_inhibition(spark):
+    # (entity_type, entity, requests, errors) in one window w1, plus one in the next window w2.
+    w1, w2 = (t(0), t(30)), (t(10), t(40))
+    counts = spark.createDataFrame([
+        (*w1, "global", "*", 100, 0, 0.0),
+        (*w1, "ip", "10.0.0.1", 41, 0, 0.0),     # own T 25: 25 + 3 * 5 = 40 < 41 -> fires
+        (*w1, "ip", "10.0.0.2", 40, 0, 0.0),     # own T 25: 40 is not > 40 -> silent
+        (*w1, "ip", "10.0.0.3", 14, 0, 0.0),     # population T 4: 4 + 3 * 2 = 10 < 14 -> fires
+        (*w1, "ip", "10.0.0.4", 4, 0, 0.0),      # below min_requests 5 -> silent
+        (*w1, "url", "/a", 100, 0, 0.0),         # no url threshold, no global fallback -> silent
+        (*w2, "global", "*", 200, 0, 0.0),       # global T 81: 81 + 3 * 9 = 108 < 200 -> fires
+        (*w2, "ip", "10.0.0.1", 60, 0, 0.0),     # would fire, inhibited by the global surge
+    ], COUNTS_SCHEMA)
+    thresholds = spark.createDataFrame(
+        [("global", None, 81.0), ("ip", None, 4.0), ("ip", "10.0.0.1", 25.0),
+         ("ip", "10.0.0.2", 25.0)], thresholds_file.THRESHOLDS_SCHEMA)
+
+    def alert(window, entity_type, entity, requests, threshold, severity):
+        alert_id = hashlib.sha256(
+            f"surge|{entity_type}|{entity}|{int(window[0].timestamp() * 1e6)}|"
+            f"{int(window[1].timestamp() * 1e6)}".encode()).hexdigest()
+        return (alert_id, "surge", entity_type, entity, *window, requests, 0, 0.0, threshold,
+                "v7", severity)
+
+    fired = rules.surge_alerts(counts, thresholds, 5, 3.0, "v7")
+    assertDataFrameEqual(fired, spark.createDataFrame([
+        alert(w1, "ip", "10.0.0.1", 41, 25.0, "warning"),      # 41 < 2 x 25
+        alert(w1, "ip", "10.0.0.3", 14, 4.0, "critical"),      # 14 >= 2 x 4
+        alert(w2, "global", "*", 200, 81.0, "critical"),
+    ], ALERTS_SCHEMA))
+    kept = rules.surge_alerts(counts, thresholds, 5, 3.0, "v7", inhibit_by_global=False)
+    assert sorted((r.entity, r.window_start) for r in kept.collect()) == [
+        ("*", w2[0]), ("10.0.0.1", w1[0]), ("10.0.0.1", w2[0]), ("10.0.0.3", w1[0])]
+    # The defaults hold no surge threshold: the rule is silent without a thresholds file.
+    settings = load_module("finale", "settings").Settings()
+    defaults = thresholds_file.rule_thresholds_frame(spark, thresholds_file.DEFAULT_THRESHOLDS)
+    assert rules.fire_all(counts, defaults, settings).where("rule = 'surge'").count() == 0
+
+
+def test_surge_thresholds_learned_from_request_counts(spark):
+    params = load_module("finale", "settings").ThresholdParams(
+        min_window_requests=5, min_entity_windows=3, quantile=0.5, z=3.0)
+    rows = []
+    # 10.0.0.1: 10, 12, 11, 30 requests (4 windows); 10.0.0.2: 6, 6 (2 windows: population only);
+    # one window of 4 requests is not eligible. Global: 20 in each window.
+    for minute, requests in enumerate((10, 12, 11, 30)):
+        rows.append((t(0, minute), t(0, minute + 1), "ip", "10.0.0.1", requests, 0, 0.0))
+    for minute in range(2):
+        rows.append((t(0, minute), t(0, minute + 1), "ip", "10.0.0.2", 6, 0, 0.0))
+        rows.append((t(0, minute), t(0, minute + 1), "global", "*", 20, 0, 0.0))
+    rows.append((t(0, 5), t(0, 6), "ip", "10.0.0.3", 4, 0, 0.0))
+    counts = spark.createDataFrame(rows, COUNTS_SCHEMA)
+
+    learned = rules.surge_thresholds(counts, params).select("scope", "entity", "value", "windows",
+                                                            "requests")
+    # 10.0.0.1: median 11.5, MAD median(1.5, 0.5, 0.5, 18.5) = 1, P50 = 11.5:
+    #   max(11.5, 11.5 + 4.4478, 23) = 23.
+    # ip population 6, 6, 10, 11, 12, 30: median 10.5, MAD median(4.5, 4.5, 0.5, 0.5, 1.5, 19.5)
+    #   = 3: max(10.5, 10.5 + 13.3434, 21) = 23.8434.  global 20, 20: max(20, 20, 40) = 40.
+    assertDataFrameEqual(learned, spark.createDataFrame([
+        ("global", None, 40.0, 2, 40),
+        ("ip", None, 10.5 + 3 * 1.4826 * 3, 6, 75),
+        ("ip", "10.0.0.1", 23.0, 4, 63),
+    ], "scope string, entity string, value double, windows long, requests long"))

@@ -160,9 +160,21 @@ def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
             {"rule": "error_rate", "scope": "url", "entity": None, "value": 0.787317, "windows": 2, "requests": 5},
             {"rule": "error_rate", "scope": "url", "entity": "/a", "value": 0.55, "windows": 1, "requests": 2},
             {"rule": "error_rate", "scope": "url", "entity": "/b", "value": 0.383333, "windows": 1, "requests": 3},
+            # surge: T = max(P99.5, median + 3 * 1.4826 * MAD, 2 * median) of the requests.
+            # global [5]: 10; ip population [1, 1, 3]: P99.5 = 1 + 0.99 * 2 = 2.98 (MAD 0);
+            # one window each: 2 * requests; url population [2, 3]: median 2.5, MAD 0.5:
+            # max(2.995, 4.7239, 5) = 5.
+            {"rule": "surge", "scope": "global", "entity": None, "value": 10.0, "windows": 1, "requests": 5},
+            {"rule": "surge", "scope": "ip", "entity": None, "value": 2.98, "windows": 3, "requests": 5},
+            {"rule": "surge", "scope": "ip", "entity": "10.0.0.1", "value": 6.0, "windows": 1, "requests": 3},
+            {"rule": "surge", "scope": "ip", "entity": "2001:db8::7", "value": 2.0, "windows": 1, "requests": 1},
+            {"rule": "surge", "scope": "ip", "entity": "shop.example.com", "value": 2.0, "windows": 1, "requests": 1},
+            {"rule": "surge", "scope": "url", "entity": None, "value": 5.0, "windows": 2, "requests": 5},
+            {"rule": "surge", "scope": "url", "entity": "/a", "value": 4.0, "windows": 1, "requests": 2},
+            {"rule": "surge", "scope": "url", "entity": "/b", "value": 6.0, "windows": 1, "requests": 3},
         ],
     }
-    assert f"thresholds {version}: 8 thresholds from 5 parsed lines (1 malformed" in capsys.readouterr().out
+    assert f"thresholds {version}: 16 thresholds from 5 parsed lines (1 malformed" in capsys.readouterr().out
 
     # Same input and parameters: same version. One more line: a new version.
     assert run_job(tmp_path, TINY_LOG, "again")["version"] == version
@@ -233,7 +245,10 @@ def test_kafka_time_range_by_record_timestamp(spark, kafka, tmp_path):
     assert document["input"] == {"lines": 3, "parsed": 2, "malformed": 1,
                                  "first_time": "2026-11-28T09:00:01Z",
                                  "last_time": "2026-11-28T09:00:03Z"}
-    # One window, 2 requests, 1 error: every scope's threshold is 0.5 + delta.
-    assert {(t["scope"], t["entity"], t["value"]) for t in document["thresholds"]} == {
-        ("global", None, 0.55), ("ip", None, 0.55), ("ip", "10.0.0.1", 0.55),
-        ("url", None, 0.55), ("url", "/a", 0.55)}
+    # One window, 2 requests, 1 error: every scope's threshold is 0.5 + delta (error_rate) and
+    # 2 x 2 requests (surge).
+    for rule, value in (("error_rate", 0.55), ("surge", 4.0)):
+        assert {(t["scope"], t["entity"], t["value"]) for t in document["thresholds"]
+                if t["rule"] == rule} == {
+            ("global", None, value), ("ip", None, value), ("ip", "10.0.0.1", value),
+            ("url", None, value), ("url", "/a", value)}
