@@ -1,7 +1,7 @@
 """Incidents: the generator's truth file (written, read) and how alerts are matched and scored against it.
 
 The generator injects incidents (--incident KIND[=ENTITY]@START+DURATION) and writes their truth, one
-JSON line each: {"kind": "ip"|"url"|"global", "entity" ("*" for global), "start", "end"} (ISO 8601
+JSON line each: {"kind": "ip"|"url"|"global"|"surge", "entity" ("*" for global, the IP for surge), "start", "end"} (ISO 8601
 UTC log time). The demo (live), the evaluation (batch) and their tests read it back with read_truth
 and judge alerts with the pure functions below; the viewer and the demo keep the alerts of the
 compacted `alerts` topic with AlertBook (latest version per alert_id).
@@ -18,7 +18,12 @@ from pathlib import Path
 
 from settings import GLOBAL_ENTITY
 
-INCIDENT_KINDS = ("ip", "url", "global")
+INCIDENT_KINDS = ("ip", "url", "global", "surge")
+# The alerts that detect each kind of incident: (rule, entity_type).
+INCIDENT_TARGETS = {"ip": ("error_rate", "ip"), "url": ("error_rate", "url"),
+                    "global": ("error_rate", "global"), "surge": ("surge", "ip")}
+# A surge incident's IP sends this many times its normal share of the lines.
+SURGE_MULTIPLIER = 10
 # Fields of an alert that change when the same alert is emitted again (not its content).
 VOLATILE_FIELDS = ("emitted_at",)
 
@@ -93,10 +98,13 @@ def overlaps(window_start: datetime, window_end: datetime, incident: Truth) -> b
 
 
 def on_target(entity_type: str, entity: str, window_start: datetime, window_end: datetime,
-              incident: Truth) -> bool:
-    """An alert on the incident's own scope and entity ("*" for a global one), in its time."""
+              incident: Truth, rule: str | None = None) -> bool:
+    """An alert on the incident's own scope and entity ("*" for a global one), in its time, and
+    (when `rule` is given) of the rule that detects that kind (INCIDENT_TARGETS)."""
+    target_rule, target_type = INCIDENT_TARGETS[incident.kind]
     target = GLOBAL_ENTITY if incident.kind == "global" else incident.entity
-    return (entity_type == incident.kind and entity == target
+    return (entity_type == target_type and entity == target
+            and (rule is None or rule == target_rule)
             and overlaps(window_start, window_end, incident))
 
 
@@ -131,8 +139,8 @@ def match_incident(alert: dict, raised: datetime, incidents: list[Truth]) -> Tru
     for incident in incidents:
         if not (overlaps(window_start, window_end, incident) and incident.start <= raised):
             continue
-        if incident.kind == alert.get("entity_type") and (
-                incident.kind == "global" or incident.entity == alert.get("entity")):
+        if on_target(alert.get("entity_type"), alert.get("entity"), window_start, window_end,
+                     incident, alert.get("rule", "error_rate")):
             rank = 3
         elif incident.kind == "global":
             rank = 2
@@ -206,8 +214,8 @@ def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
     """Check each entity against the model (a log_generator.TrafficModel); pick the missing ones (seeded, distinct per kind
     while there are unused ones)."""
     rng = random.Random(f"chaussettes-incidents:{seed}")
-    candidates = {"ip": model.ips, "url": model.urls}
-    used: dict[str, set[str]] = {"ip": set(), "url": set()}
+    candidates = {"ip": model.ips, "url": model.urls, "surge": model.ips}
+    used: dict[str, set[str]] = {"ip": set(), "url": set(), "surge": set()}
     for kind, entity, *_ in specs:
         if entity is not None and kind in used:
             used[kind].add(entity)
@@ -224,6 +232,7 @@ def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
         elif entity not in candidates[kind]:
             known = ("the shop's URLs are " + " ".join(model.urls) if kind == "url" else
                      f"not one of the {len(model.ips)} users' IPs of this --seed and --users")
-            parser.error(f"argument --incident: unknown {kind.upper()} {entity!r} ({known})")
+            label = "URL" if kind == "url" else "IP"
+            parser.error(f"argument --incident: unknown {label} {entity!r} ({known})")
         incidents.append(Incident(kind, entity, start, duration))
     return tuple(incidents)

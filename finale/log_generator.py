@@ -23,7 +23,9 @@ Incidents (--incident KIND[=ENTITY]@START+DURATION, repeatable; START and DURATI
 log time from line 0): while log time is in [start + START, start + START + DURATION), every
 request of that IP (ip), of that URL (url) or every request (global) fails with probability
 --incident-error-rate/100 (default 90 %, same 4xx/5xx mix), or with its error-pair probability
-if that is higher. The incident uses the same per-line draw as the error model, so outside the
+if that is higher; a surge (surge[=IP]) makes that IP send SURGE_MULTIPLIER (10) x its normal
+share of the lines, all successful (lines of other users reassigned to it: the line rate, hence
+the global volume, is unchanged). The incident uses the same per-line draw as the error model, so outside the
 incident windows the lines are byte-identical to a run without incidents. ENTITY defaults to a
 seeded random pick (a different one for each incident of a kind when possible). --truth FILE
 writes one JSON line per incident: {"kind", "entity", "start", "end"} (ISO 8601 UTC log time).
@@ -64,7 +66,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, OneLineErrorParser  # noqa: E402
-from incidents import Incident, incident_spec, resolve_incidents, write_truth  # noqa: E402
+from incidents import (SURGE_MULTIPLIER, Incident, incident_spec, resolve_incidents,  # noqa: E402
+                       write_truth)
 from outputs import COMPRESSIONS, log, open_kafka, open_output, write_stats  # noqa: E402
 from replay import run_replay  # noqa: E402
 from shop import ERROR_STATUSES, OK_STATUSES, REFERERS, SHOP, URLS, USER_AGENTS  # noqa: E402
@@ -151,8 +154,11 @@ class LogStream:
         incident_threshold = round(incident_error_pct / 100 * (1 << 32))
         visit_ips = [model.ips[user] for user in users]
         visit_urls = [url for url, *_ in shop]
-        self.incidents = []
-        for incident in incidents:
+        self.incidents, self.surges = [], []
+        for number, incident in enumerate(incidents):
+            if incident.kind == "surge":
+                self.surges.append(self._surge(number, incident, visit_ips, pool_size))
+                continue
             if incident.kind == "ip":
                 touched = [ip == incident.entity for ip in visit_ips]
             elif incident.kind == "url":
@@ -164,6 +170,17 @@ class LogStream:
                                    [incident_threshold if t else 0 for t in touched]))
         self.block_index, self.block = -1, []
         self.times: dict[int, bytes] = {}
+
+    def _surge(self, number: int, incident: Incident, visit_ips: list[str], pool_size: int):
+        """(first line, end line, seed, draw threshold, head) of a surge incident: each line of its
+        time is taken by the IP (its head, the visit's successful tail) iff its surge draw is below
+        the threshold, chosen so that the IP sends SURGE_MULTIPLIER x its share of the pool."""
+        share = visit_ips.count(incident.entity) / pool_size
+        taken = min(1.0, (SURGE_MULTIPLIER - 1) * share / (1 - share)) if share < 1 else 1.0
+        return (self.first_line_at(incident.start),
+                self.first_line_at(incident.start + incident.duration),
+                f"chaussettes-surge:{self.seed}:{number}", round(taken * (1 << 32)),
+                f"{incident.entity} - - [".encode())
 
     def first_line_at(self, offset: float) -> int:
         """The smallest i whose log time start + i/rate is at or after start + offset."""
@@ -217,6 +234,16 @@ class LogStream:
                 v = visits[k]
                 if fails[k] < incident_thresholds[v]:
                     parts[3 * k + 2] = tails_error[v]
+        # Surges only reassign lines (the rate is the line rate): a taken line keeps its visit's
+        # URL and referer, gets the surging IP and succeeds. Their own draws, so the other lines
+        # and the error model stay as they are.
+        for low, high, surge_seed, taken, head in self.surges:
+            if max(low, first) >= min(high, first + BLOCK):
+                continue
+            draws_surge = random.Random(f"{surge_seed}:{b}")
+            for k in range(max(low, first) - first, min(high, first + BLOCK) - first):
+                if draws_surge.getrandbits(32) < taken:
+                    parts[3 * k], parts[3 * k + 2] = head, tails_ok[visits[k]]
         return parts
 
     def lines(self, i: int, j: int) -> bytes:
@@ -489,8 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     incidents = parser.add_argument_group("incidents")
     incidents.add_argument("--incident", type=incident_spec, action="append", default=None,
                            metavar="KIND[=ENTITY]@START+DURATION",
-                           help="KIND ip|url|global: from START for DURATION seconds of log time "
-                                "after line 0, that IP / URL / all traffic mostly fails; ENTITY "
+                           help="KIND ip|url|global|surge: from START for DURATION seconds of "
+                                "log time after line 0, that IP / URL / all traffic mostly fails, "
+                                "or (surge) that IP sends 10x its requests, all successful; ENTITY "
                                 "default: a seeded random pick; repeatable (e.g. ip@30+20, "
                                 "url=/cart@60+15, global@90+10)")
     incidents.add_argument("--incident-error-rate", type=percent, default=90.0, metavar="PI",
