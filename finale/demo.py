@@ -13,14 +13,15 @@ What it does, in order:
    reading from the end of the topic) and waits for its first micro-batch;
 4. starts the viewer (alert_viewer.py: the live table when stdout is a terminal, else one line per
    entity that starts alerting) and log_generator.py into `http-logs`: --rate lines/s, --users
-   users, incidents at fixed fractions of the run (an IP and a URL at 11 %, two others at 39 %,
-   each for 17 %, then a global outage at 72 % for 13 %; with DURATION=0 over the first 90 s), their
-   truth in .state/finale/demo/truth.jsonl;
+   users, incidents at fixed fractions of the run (an IP and a URL at 11 %, two others and a
+   traffic surge of a third IP at 39 %, each for 17 %, then a global outage at 72 % for 13 %; with
+   DURATION=0 over the first 90 s), their truth in .state/finale/demo/truth.jsonl;
 5. after --duration seconds of traffic waits until the analyzer has read every line, or stops on
    Ctrl-C; stops everything it started (each child in its own process group: SIGINT, then SIGTERM,
    then SIGKILL) and prints a summary: each incident with its detection latency (the first alert on
    that incident's own scope and entity: its first emitted_at - the incident's start, and its
-   arrival here; log time = wall-clock time in live mode), the alerts by scope, and which incident
+   arrival here; log time = wall-clock time in live mode; for a surge, the surge rule's alert on
+   its IP), the alerts by scope, and which incident
    each alert matched (a window overlapping the incident, on its entity, or any entity for a global
    incident, or the global scope for any incident; none = a false positive).
 Output of the children: .state/finale/demo/<name>.log; every alert: .state/finale/demo/alerts.txt.
@@ -46,7 +47,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
-from incidents import AlertBook, Truth, clock, match_incident, parse_time, read_truth  # noqa: E402
+from incidents import (AlertBook, Truth, clock, is_own_alert, match_incident, parse_time,  # noqa: E402
+                       read_truth)
 from settings import ROOT  # noqa: E402
 from status import read_status  # noqa: E402
 
@@ -56,7 +58,7 @@ ANALYZER_STATUS = STATE / "analyzer-status.json"
 # entities, so each alert names its incident), two rounds, then a global outage last, since it
 # makes every IP and URL alert; the gaps let the 30 s windows of one round close before the next.
 SCHEDULE = (("ip", 0.11, 0.17), ("url", 0.11, 0.17), ("ip", 0.39, 0.17), ("url", 0.39, 0.17),
-            ("global", 0.72, 0.13))
+            ("surge", 0.39, 0.17), ("global", 0.72, 0.13))
 # DURATION=0 (until Ctrl-C) lays the incidents over the first 90 s.
 SCHEDULE_SPAN_FOREVER = 90
 MIN_DURATION = 40
@@ -91,8 +93,7 @@ def summary(incidents: list[Truth], alerts: dict[str, dict], firsts: dict[str, d
                 f"{incident.start:%H:%M:%S}-{incident.end:%H:%M:%S}")
         scopes = ", ".join(f"{sum(a.get('entity_type') == scope for a in incident.alerts)} {scope}"
                            for scope in ("ip", "url", "global"))
-        exact = [a for a in incident.alerts if a.get("entity_type") == incident.kind
-                 and (incident.kind == "global" or a.get("entity") == incident.entity)]
+        exact = [a for a in incident.alerts if is_own_alert(a, incident)]
         if not exact:
             lines.append(f"{head}  NOT DETECTED  (alerts: {scopes})")
             continue
@@ -111,7 +112,7 @@ def summary(incidents: list[Truth], alerts: dict[str, dict], firsts: dict[str, d
         incident = matched[alert["alert_id"]]
         if incident is None:
             group = 1
-        elif alert.get("entity_type") == incident.kind:
+        elif is_own_alert(alert, incident):
             group = 0
         else:
             group = 2

@@ -3,7 +3,7 @@
 For each seed, one continuous stream of the generator (its default error model, so the history is
 normal operation with its background errors) is written to a file in log time, in three phases:
 
-    [history: --history-minutes] [incidents: ip, url, global, labelled with --truth] [quiet: --quiet-minutes]
+    [history: --history-minutes] [incidents: ip, url, global, surge, labelled with --truth] [quiet: --quiet-minutes]
 
 One stream rather than separate runs because the generator's lines depend on (seed, line index)
 only: a second run with the same seed would replay the history (in-sample), another seed would
@@ -16,8 +16,9 @@ wiring is tested with the analyzer):
    --min-requests, --min-errors, --confidence-z, and its default inhibition: a firing global alert
    drops the ip/url alerts of its window) over the incident and quiet phases;
 3. metrics, printed as a table (and written with --json):
-   - recall: incidents with at least one alert on their own entity (same kind and entity, window
-     overlapping the incident) / incidents. Inhibition cannot hide an ip/url incident behind the
+   - recall: incidents with at least one alert on their own entity (the rule and scope that
+     detect the kind, incidents.INCIDENT_TARGETS: error_rate for ip/url/global, surge on the IP for
+     a surge; same entity, window overlapping the incident) / incidents. Inhibition cannot hide an ip/url incident behind the
      global one: the schedule leaves SCHEDULE_GAP seconds between incidents, and a window longer
      than that (which could overlap an ip/url incident and the global incident) is refused. An
      ip/url incident that raises the global rate itself above its threshold in every one of its
@@ -62,7 +63,7 @@ if str(HERE) not in sys.path:
 
 from access_log import parse_access_log  # noqa: E402
 from cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically  # noqa: E402
-from incidents import Truth, on_target, parse_time, read_truth, score  # noqa: E402
+from incidents import INCIDENT_TARGETS, Truth, on_target, parse_time, read_truth, score  # noqa: E402
 from metrics import analysed_columns, entity_window_counts, input_statistics  # noqa: E402
 from rules import fire_all, learn_all  # noqa: E402
 from settings import GLOBAL_ENTITY, Settings as AnalyzerSettings, ThresholdParams  # noqa: E402
@@ -78,10 +79,13 @@ DEFAULT_START = "2026-11-28T00:00:00Z"
 # drops the ip/url alerts of its window) would otherwise hide the ip/url incident and lower recall
 # for a reason that is not the thresholds'. A window of length L can overlap two incidents only if L
 # is longer than the gap between them: main() refuses windows longer than SCHEDULE_GAP.
-SCHEDULE = (("ip", 60, 120), ("url", 360, 120), ("global", 660, 120))
+# The surge (an IP sending 10x its requests, all successful) comes last: a global error alert
+# never inhibits a surge alert (rules are independent), the gap keeps each alert explained by one
+# incident.
+SCHEDULE = (("ip", 60, 120), ("url", 360, 120), ("global", 660, 120), ("surge", 960, 120))
 SCHEDULE_GAP = min(later[1] - (earlier[1] + earlier[2])
                    for earlier, later in zip(SCHEDULE, SCHEDULE[1:]))  # 180 s
-INCIDENT_PHASE = 900
+INCIDENT_PHASE = 1200
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -249,17 +253,18 @@ def earliest_latencies(fire, evaluated: DataFrame, incidents: list[Truth], param
     running = []
     for number, incident in incidents:
         key = f"{number}:{incident.kind}"
+        rule, scope = INCIDENT_TARGETS[incident.kind]
         entity = GLOBAL_ENTITY if incident.kind == "global" else incident.entity
         around = in_range(evaluated, incident.start - margin, incident.end + margin)
-        prefixes = running_window_counts(around, params.window, params.slide, incident.kind, entity)
-        if inhibit_by_global and incident.kind != "global":
+        prefixes = running_window_counts(around, params.window, params.slide, scope, entity)
+        if inhibit_by_global and scope != "global":
             # The global prefixes of the same (window, second): every line of the entity is also a
             # global line, so each entity prefix has its global twin, which may inhibit it.
             prefixes = prefixes.unionByName(
                 running_window_counts(around, params.window, params.slide, "global", GLOBAL_ENTITY))
         running.append(
             fire(prefixes)
-            .where((F.col("entity_type") == incident.kind)
+            .where((F.col("rule") == rule) & (F.col("entity_type") == scope)
                    & (F.col("window_end") > F.lit(incident.start)))
             .select(F.lit(key).alias("incident"), "window_end"))
     if not running:
@@ -288,19 +293,20 @@ def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, in
     # The alerts are the job's output (a few per incident): small enough to score in Python.
     # Window bounds as epoch seconds: no dependence on the Python process's time zone.
     fired = [(row["entity_type"], row["entity"], from_epoch(row["window_start"]),
-              from_epoch(row["window_end"]))
+              from_epoch(row["window_end"]), row["rule"])
              for row in fire(entity_window_counts(evaluated, params.window, params.slide))
-             .select("entity_type", "entity", epoch("window_start"), epoch("window_end")).collect()]
+             .select("entity_type", "entity", epoch("window_start"), epoch("window_end"), "rule")
+             .collect()]
     counts = score(fired, incidents, scenario.quiet_start)
 
     latency_window, detected = {}, []
     for number, incident in enumerate(incidents):
         key = f"{number}:{incident.kind}"
-        hits = [alert for alert in fired if on_target(*alert, incident)]
+        hits = [alert for alert in fired if on_target(*alert[:4], incident, alert[4])]
         latency_window[key] = None
         if hits:
             detected.append((number, incident))
-            latency_window[key] = max(0.0, (min(end for *_, end in hits) - incident.start).total_seconds())
+            latency_window[key] = max(0.0, (min(end for *_, end, _ in hits) - incident.start).total_seconds())
     latency_earliest = dict.fromkeys(latency_window)
     latency_earliest.update(earliest_latencies(fire, evaluated, detected, params,
                                                settings.inhibit_by_global))
@@ -334,7 +340,8 @@ def evaluate_seed(spark: SparkSession, scenario: Scenario, windows: list[tuple[s
 
 
 def latency_text(results: list[Result], attribute: str) -> str:
-    """Median latency (s) per incident kind, as ip/url/global; '-' when a kind was never detected."""
+    """Median latency (s) per incident kind, as ip/url/global/surge; '-' when a kind was never
+    detected."""
     parts = []
     for kind, *_ in SCHEDULE:
         found = [value for r in results for key, value in getattr(r, attribute).items()

@@ -108,14 +108,14 @@ def on_target(entity_type: str, entity: str, window_start: datetime, window_end:
             and overlaps(window_start, window_end, incident))
 
 
-def score(alerts: list[tuple[str, str, datetime, datetime]], incidents: list[Truth],
-          quiet_start: datetime) -> dict[str, int]:
-    """Counts of the alerts (entity_type, entity, window_start, window_end): on_target (on an
-    incident's entity), collateral (in an incident's time, on another entity), false (in no
-    incident's time), quiet (windows starting at or after quiet_start, whatever they matched)."""
+def score(alerts: list[tuple], incidents: list[Truth], quiet_start: datetime) -> dict[str, int]:
+    """Counts of the alerts (entity_type, entity, window_start, window_end[, rule]): on_target (on
+    an incident's entity, by the rule that detects it when the rule is given), collateral (in an
+    incident's time, otherwise), false (in no incident's time), quiet (windows starting at or after
+    quiet_start, whatever they matched)."""
     counts = {"on_target": 0, "collateral": 0, "false": 0, "quiet": 0}
-    for entity_type, entity, start, end in alerts:
-        if any(on_target(entity_type, entity, start, end, incident) for incident in incidents):
+    for entity_type, entity, start, end, *rule in alerts:
+        if any(on_target(entity_type, entity, start, end, incident, *rule) for incident in incidents):
             counts["on_target"] += 1
         elif any(overlaps(start, end, incident) for incident in incidents):
             counts["collateral"] += 1
@@ -124,6 +124,16 @@ def score(alerts: list[tuple[str, str, datetime, datetime]], incidents: list[Tru
         if start >= quiet_start:
             counts["quiet"] += 1
     return counts
+
+
+def is_own_alert(alert: dict, incident: Truth) -> bool:
+    """on_target for an alert as the topic carries it (an alert without `rule` is error_rate's)."""
+    try:
+        window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return on_target(alert.get("entity_type"), alert.get("entity"), window_start, window_end,
+                     incident, alert.get("rule", "error_rate"))
 
 
 def match_incident(alert: dict, raised: datetime, incidents: list[Truth]) -> Truth | None:
@@ -139,8 +149,7 @@ def match_incident(alert: dict, raised: datetime, incidents: list[Truth]) -> Tru
     for incident in incidents:
         if not (overlaps(window_start, window_end, incident) and incident.start <= raised):
             continue
-        if on_target(alert.get("entity_type"), alert.get("entity"), window_start, window_end,
-                     incident, alert.get("rule", "error_rate")):
+        if is_own_alert(alert, incident):
             rank = 3
         elif incident.kind == "global":
             rank = 2
@@ -214,11 +223,13 @@ def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
     """Check each entity against the model (a log_generator.TrafficModel); pick the missing ones (seeded, distinct per kind
     while there are unused ones)."""
     rng = random.Random(f"chaussettes-incidents:{seed}")
-    candidates = {"ip": model.ips, "url": model.urls, "surge": model.ips}
-    used: dict[str, set[str]] = {"ip": set(), "url": set(), "surge": set()}
+    candidates = {"ip": model.ips, "url": model.urls}
+    # A surge picks among the IPs too, away from the ip incidents' (one fact per entity).
+    pool = {"ip": "ip", "url": "url", "surge": "ip"}
+    used: dict[str, set[str]] = {"ip": set(), "url": set()}
     for kind, entity, *_ in specs:
-        if entity is not None and kind in used:
-            used[kind].add(entity)
+        if entity is not None and kind in pool:
+            used[pool[kind]].add(entity)
     incidents = []
     for kind, entity, start, duration in specs:
         if kind == "global":
@@ -226,10 +237,10 @@ def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
                 parser.error(f"argument --incident: a global incident takes no entity, got {entity!r}")
             entity = GLOBAL_ENTITY
         elif entity is None:
-            fresh = [e for e in candidates[kind] if e not in used[kind]]
-            entity = rng.choice(fresh or candidates[kind])
-            used[kind].add(entity)
-        elif entity not in candidates[kind]:
+            fresh = [e for e in candidates[pool[kind]] if e not in used[pool[kind]]]
+            entity = rng.choice(fresh or candidates[pool[kind]])
+            used[pool[kind]].add(entity)
+        elif entity not in candidates[pool[kind]]:
             known = ("the shop's URLs are " + " ".join(model.urls) if kind == "url" else
                      f"not one of the {len(model.ips)} users' IPs of this --seed and --users")
             label = "URL" if kind == "url" else "IP"

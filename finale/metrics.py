@@ -2,8 +2,9 @@
 
 `entity_window_counts(logs, window, slide)` counts, per sliding window, for the scopes declared in
 SCOPES at once (global = entity "*", ip, url), each metric of METRICS, then the DERIVED columns.
-Adding a windowed metric (e.g. bytes) is one entry in METRICS (and DERIVED for a ratio of them):
-the analyzer, the threshold job and the evaluation all count through this function.
+Adding a windowed metric (e.g. bytes) is one entry in METRICS (and DERIVED for a ratio of them),
+plus the parsed column it reads in INPUT_COLUMNS (see "Extending" in finale/README.md): the
+analyzer, the threshold job and the evaluation all count through this function.
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def entity_window_counts(logs: DataFrame, window: str, slide: str) -> DataFrame:
     return (
         logs
         .where(~F.coalesce(F.col("malformed"), F.lit(False)) & F.col("event_time").isNotNull())
-        .select("event_time", "status", F.explode(scopes).alias("scope"))
+        # Every input column rides along (Spark prunes those no metric reads): a metric over a
+        # new parsed column only adds that column to INPUT_COLUMNS.
+        .select(*INPUT_COLUMNS, F.explode(scopes).alias("scope"))
         .where(F.col("scope.entity").isNotNull())
         .groupBy(
             F.window("event_time", window, slide).alias("window"),

@@ -36,15 +36,15 @@ def test_running_window_counts_are_the_prefixes_the_analyzer_sees(spark):
 @pytest.mark.timeout(900)
 def test_every_incident_alerts_and_a_quiet_hour_raises_none(spark, tmp_path):
     # The generator's default error model (20 % error users, 30 % error URLs, 50 % failures) at
-    # 10 lines/s over 10 users: 20 min of history, the ip, url and global incidents (2 min each),
+    # 10 lines/s over 10 users: 20 min of history, the ip, url, global and surge incidents (2 min each),
     # then one hour of the same traffic without incidents.
     scenario = evaluate.Scenario(seed=11, rate=10, users=10, history=20 * 60, quiet=60 * 60)
     [result] = evaluate.evaluate_seed(spark, scenario, [("30 seconds", "10 seconds")],
                                       evaluate.ThresholdParams(), tmp_path)
-    assert result.incidents == 3
+    assert result.incidents == 4
     detected = {key.split(":")[1] for key, latency in result.latency_window.items() if latency is not None}
-    assert detected == {"ip", "url", "global"}
-    assert result.detected == 3 and result.recall == 1.0
+    assert detected == {"ip", "url", "global", "surge"}
+    assert result.detected == 4 and result.recall == 1.0
     assert result.quiet_alerts == 0
     # Each incident fired within its first window (30 s) plus one slide, in log time.
     assert all(latency <= 40 for latency in result.latency_window.values())

@@ -23,6 +23,7 @@ metrics = load_module("finale", "metrics")
 thresholds_file = load_module("finale", "thresholds")
 status = load_module("finale", "status")
 access_log = load_module("finale", "access_log")
+rules = load_module("finale", "rules")
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
 LINES = 3000               # 150 s of log time
@@ -151,6 +152,62 @@ def test_incidents_alert_and_steady_background_does_not(spark, kafka, traffic, t
                          and alert.window_end > parse_time(global_incident["start"]))
         assert during_global or alert.entity in {incident["entity"] for incident in truth} \
             or alert.entity_type == "global", alert
+
+
+SURGE_HISTORY_S = 600      # learned from 10 min of the same users, just before the test traffic
+
+
+@pytest.mark.slow
+def test_surge_alerts_on_its_ip_with_learned_thresholds_and_quiet_traffic_does_not(
+        spark, kafka, tmp_path):
+    """One stream: 10 min of history (the thresholds, learned as threshold_job.py does), then
+    150 s of traffic with a 30 s surge of one IP, or the same 150 s without it."""
+    start = datetime.fromisoformat(START.replace("Z", "+00:00")) - timedelta(seconds=SURGE_HISTORY_S)
+    total = SURGE_HISTORY_S + LINES // RATE
+    streams = {}
+    for name, extra in (("surge", ["--incident", f"surge@{SURGE_HISTORY_S + 40}+30",
+                                   "--truth", str(tmp_path / "truth.jsonl")]),
+                        ("quiet", [])):
+        path = tmp_path / f"{name}.log"
+        assert generator.main(["--history", repr(total / 3600), "--rate", str(RATE),
+                               "--seed", str(SEED), "--start-time",
+                               start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--output", str(path),
+                               *extra]) == 0
+        streams[name] = path.read_bytes().splitlines()
+    history = SURGE_HISTORY_S * RATE
+    assert streams["surge"][:history] == streams["quiet"][:history]
+    incident = json.loads((tmp_path / "truth.jsonl").read_text())
+    assert incident["kind"] == "surge"
+
+    params = load_module("finale", "settings").ThresholdParams()
+    logs = access_log.parse_access_log(
+        spark.createDataFrame([(line.decode(),) for line in streams["quiet"][:history]],
+                              "value string"))
+    learned = rules.learn_all(metrics.entity_window_counts(logs, params.window, params.slide),
+                              params)
+    document = thresholds_file.thresholds_document(params, {}, learned)
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps(document))
+    settings = dataclasses.replace(SETTINGS, thresholds_path=path)
+
+    fired = {}
+    for name, lines in streams.items():
+        topic, = new_topics(kafka, name)
+        send(kafka, topic, lines[history:], tmp_path / f"{name}-sent.log")
+        writers, captured = alerts_query(spark, kafka, topic, tmp_path / f"ck-{name}",
+                                         {"availableNow": True}, settings=settings)
+        run_available_now(writers["alerts"])
+        fired[name] = captured.rows
+
+    assert fired["quiet"] == []
+    incident_start, incident_end = parse_time(incident["start"]), parse_time(incident["end"])
+    latest_start = incident_start + timedelta(seconds=WINDOW_S + TRIGGER_S + 10)
+    # The surge is all successes on an IP, the global volume unchanged: only surge alerts, on it.
+    assert {(alert.rule, alert.entity_type, alert.entity) for alert in fired["surge"]} == {
+        ("surge", "ip", incident["entity"])}
+    assert all(alert.window_start < incident_end and alert.window_end > incident_start
+               and alert.thresholds_version == document["version"] for alert in fired["surge"])
+    assert any(alert.window_start <= latest_start for alert in fired["surge"])
 
 
 GARBAGE = [

@@ -130,3 +130,20 @@ def test_status_file_counts_per_query_and_totals(tmp_path):
     assert document["updated_at"] == document["queries"]["dead-letters"]["updated_at"]
     assert [p.name for p in path.parent.iterdir()] == ["analyzer.json"]   # no temporary left
     assert status.read_status(tmp_path / "absent.json") == {}
+
+
+def test_a_surge_incident_is_detected_by_the_surge_rule_on_its_ip():
+    surge = truth(4, "surge", "10.0.0.5", 60, 120)
+    assert incidents.on_target("ip", "10.0.0.5", at(90), at(120), surge, "surge")
+    assert incidents.on_target("ip", "10.0.0.5", at(90), at(120), surge)        # rule not given
+    assert not incidents.on_target("ip", "10.0.0.5", at(90), at(120), surge, "error_rate")
+    assert not incidents.on_target("ip", "10.0.0.1", at(90), at(120), IP, "surge")
+    assert incidents.score([("ip", "10.0.0.5", at(90), at(120), "surge"),
+                            ("ip", "10.0.0.5", at(90), at(120), "error_rate"),
+                            ("ip", "10.0.0.5", at(200), at(230), "surge")], [surge], at(600)) == {
+        "on_target": 1, "collateral": 1, "false": 1, "quiet": 0}
+    surge_alert = {**alert("ip", "10.0.0.5", 90, 120), "rule": "surge"}
+    assert incidents.match_incident(surge_alert, at(121), [IP, surge]) is surge
+    # An error_rate alert (no rule field: an old alert) on the surging IP is not explained by it.
+    assert incidents.match_incident(alert("ip", "10.0.0.5", 90, 120), at(121), [surge]) is None
+    assert incidents.incident_spec("surge=10.0.0.5@60+60") == ("surge", "10.0.0.5", 60.0, 60.0)
