@@ -40,6 +40,8 @@ from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, silence_stdout  # noqa: E402
 from incidents import AlertBook, clock  # noqa: E402
 COLUMNS = ("EMITTED", "SEVERITY", "SCOPE", "ENTITY", "WINDOW (UTC)", "REQUESTS", "ERRORS",
            "RATE", "THRESHOLD")
+# Rules whose threshold is a number of requests per window, not a rate (rules.py: surge).
+COUNT_THRESHOLD_RULES = ("surge",)
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m"}
 RESET = "\033[0m"
 CLEAR_SCREEN = "\033[H\033[2J"
@@ -62,7 +64,8 @@ def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None 
             _number(alert.get("requests"), "d"),
             _number(alert.get("errors"), "d"),
             _number(alert.get("error_rate"), ".1%"),
-            _number(alert.get("threshold"), ".1%"),
+            _number(alert.get("threshold"),
+                    ".1f" if alert.get("rule") in COUNT_THRESHOLD_RULES else ".1%"),
         ))
     right_aligned = {5, 6, 7, 8}
     widths = [max([len(COLUMNS[i])] + [len(row[i]) for row in rows]) for i in range(len(COLUMNS))]

@@ -91,6 +91,13 @@ def test_render_table():
         viewer.render_table([C1]) + "\n... 1 older alert(s) not shown")
 
 
+def test_render_table_surge_threshold_is_requests_not_a_rate():
+    surge = dict(alert("s", "ip", "10.0.0.7", 300, 0, "2026-11-28T09:00:50.000Z"),
+                 rule="surge", threshold=24.5)
+    assert viewer.render_table([surge]).splitlines()[1] == (
+        "09:00:50  warning   ip     10.0.0.7  09:00:00-09:00:30       300       0  0.0%       24.5")
+
+
 def test_bad_flag_is_one_line_and_status_2():
     result = subprocess.run([sys.executable, str(ROOT / "finale" / "alert_viewer.py"),
                              "--max-alerts", "0"], capture_output=True, text=True, timeout=30)

@@ -136,7 +136,8 @@ def test_add_a_sink_json_lines_file(spark, tmp_path):
          "emitted_at": "2026-11-28T09:00:41.500Z"},
     ]
     # Each line is sorted JSON, as the block writes it.
-    assert path.read_text().splitlines()[0].startswith('{"alert_id": "id-1", "emitted_at": "2026-11-28T09:00:31.000Z", "entity": ')
+    assert path.read_text().splitlines()[0].startswith(
+        '{"alert_id": "id-1", "emitted_at": "2026-11-28T09:00:31.000Z", "entity": ')
 
 
 @pytest.mark.parametrize("heading", ["Add a metric: bytes per window",
