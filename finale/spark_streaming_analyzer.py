@@ -14,7 +14,8 @@ Two streaming queries read the topic `http-logs` (one Apache access-log line per
 - `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
   three scopes (global, ip, url) in one stateful aggregation (metrics.entity_window_counts, update
   mode); each micro-batch keeps the windows that break a registered rule (rules.RULES: the error
-  rate significantly above its threshold, rules.alerts) and writes them to `alerts`, key =
+  rate significantly above its threshold, rules.alerts; the requests significantly above their
+  learned baseline, rules.surge_alerts) and writes them to `alerts`, key =
   alert_id, value = the alert as JSON. A global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
   all traffic fails); --no-inhibit keeps them.
 

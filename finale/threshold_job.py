@@ -4,7 +4,8 @@ It reads Apache access logs (combined or common format, real or generated; plain
 globs allowed) or a time range of the Kafka topic `http-logs`, counts requests and errors per
 sliding window and entity with the analyzer's own `metrics.entity_window_counts` (so a "window
 error rate" means exactly what the analyzer compares), and learns the thresholds of every
-registered rule (rules.RULES; `error_rate`, the only one so far, derives for each scope
+registered rule (rules.RULES; `surge` learns request counts the same way, see rules.py; `error_rate`
+derives for each scope
 
     T = min(1, max(P_q(rates), median(rates) + z * 1.4826 * MAD(rates), median(rates) + delta))
 

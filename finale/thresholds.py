@@ -4,7 +4,8 @@
  "thresholds": [{"rule", "scope", "entity" (null = the population of the scope), "value",
                  "windows", "requests"}, ...]}
 
-An item without "rule" (files written before rules had names) belongs to LEGACY_RULE. Without a
+"value" is in the rule's unit: an error rate in [0, 1] for error_rate, requests per window (>= 0)
+for surge. An item without "rule" (files written before rules had names) belongs to LEGACY_RULE. Without a
 file, DEFAULT_THRESHOLDS apply. Validation is what read_thresholds checks, no more: a stricter
 check goes in read_thresholds, which every reader calls.
 """
