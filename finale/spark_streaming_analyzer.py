@@ -9,17 +9,21 @@ Run (the broker and its topics first, see local_kafka.py):
 
 Two streaming queries read the topic `http-logs` (one Apache access-log line per record):
 
-- `dead-letters`: lines that do not parse go to `http-logs-dlq`, value = the original line, headers
-  `reason` (why) and `source` (topic); they never stop the job and never hide the good lines.
-- `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
+- `dead-letters`: lines that do not parse, or are dated more than --max-future ahead, go to
+  `http-logs-dlq` with the original key and value, headers `reason` (empty_record, empty_line,
+  unparseable, bad_timestamp, future_timestamp), `source` (topic), `source_partition`,
+  `source_offset`, `source_timestamp`; they never stop the job and never hide the good lines.
+- `alerts`: the good lines (the future-dated ones filtered out before the watermark, which they would
+  push past all real traffic), with a watermark on their own timestamp, are counted per sliding window for
   three scopes (global, ip, url) in one stateful aggregation (metrics.entity_window_counts, update
   mode); each micro-batch keeps the windows that break a registered rule (rules.RULES: the error
   rate significantly above its threshold, rules.alerts) and writes them to `alerts`, key =
   alert_id, value = the alert as JSON. A global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
   all traffic fails); --no-inhibit keeps them.
 
-The thresholds file (threshold_job.py's output) is re-read when its mtime changes; without a file the
-documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
+The thresholds file (threshold_job.py's output) is validated whole before Spark starts (exit 2 naming
+the entry) and re-read when its mtime changes (an invalid new file: the last good one stays in use);
+without --thresholds and without the default file, the documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
 a restarted analyzer resumes where it stopped, and since alert ids are deterministic a re-emitted alert
 replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout,
 and the same progress as JSON in --status-file (status.py; its fields are in finale/README.md).
