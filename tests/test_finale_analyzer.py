@@ -345,6 +345,7 @@ def final_status(status_path, name, **expected) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.faults
+@pytest.mark.timeout(600)  # three batches of a 3,000-line run on a loaded 2-core machine
 def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, traffic, tmp_path):
     with_incidents, _, truth = traffic
     topic, dlq_topic = new_topics(kafka, "future", "future-dlq", partitions=1)
@@ -400,6 +401,7 @@ def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, t
 
 @pytest.mark.slow
 @pytest.mark.faults
+@pytest.mark.timeout(600)  # two batches of a 3,000-line run on a loaded 2-core machine
 def test_a_bad_thresholds_file_on_hot_reload_keeps_the_last_good_one(spark, kafka, traffic,
                                                                      tmp_path):
     with_incidents, _, truth = traffic
