@@ -1,9 +1,11 @@
 """Alert rules: each one a function over the windowed counts and its thresholds, registered by name.
 
 The contract (this docstring is the spec; tests/test_finale_alerting.py holds the rules to it):
-- A rule is a `Rule(name, fire, learn)` in RULES, added by `register(name, fire, learn)` at import
-  (a second registration of a name is a ValueError). `name` is the `rule` field of its alerts and
-  of its rows in the thresholds file.
+- A rule is a `Rule(name, fire, learn, value_range)` in RULES, added by
+  `register(name, fire, learn[, value_range])` at import (a second registration of a name is a
+  ValueError). `name` is the `rule` field of its alerts and of its rows in the thresholds file;
+  `value_range` bounds its threshold values for thresholds.validate_thresholds ([0, 1], a rate,
+  by default; (0, inf) for surge's request counts; None: any finite number).
 - fire(counts, thresholds, settings, thresholds_version) -> alerts with exactly ALERT_COLUMNS:
   the windows of `counts` (metrics.entity_window_counts' output, COUNTS_COLUMNS; in the analyzer
   the windows updated by one micro-batch) that break the rule. `thresholds` are the rule's own
@@ -46,6 +48,7 @@ flood during an outage is a second fact, not a consequence.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -68,16 +71,19 @@ class Rule:
     name: str
     fire: Callable[[DataFrame, DataFrame, Settings, "str | None"], DataFrame]
     learn: Callable[[DataFrame, ThresholdParams], DataFrame]
+    # The values a threshold of the rule may take (thresholds.validate_thresholds): [0, 1] for a
+    # rate; None: any finite number.
+    value_range: "tuple[float, float] | None" = (0.0, 1.0)
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, fire, learn) -> Rule:
+def register(name: str, fire, learn, value_range: "tuple[float, float] | None" = (0.0, 1.0)) -> Rule:
     """Add a rule to RULES (its name is the `rule` field of its thresholds and of its alerts)."""
     if name in RULES:
         raise ValueError(f"rule {name!r} is already registered")
-    RULES[name] = rule = Rule(name, fire, learn)
+    RULES[name] = rule = Rule(name, fire, learn, value_range)
     return rule
 
 
@@ -350,4 +356,5 @@ def fire_surge(counts: DataFrame, thresholds: DataFrame, settings: Settings,
                         inhibit_by_global=settings.inhibit_by_global)
 
 
-register(SURGE, fire=fire_surge, learn=surge_thresholds)
+# Its thresholds are request counts: any value >= 0 (thresholds.validate_thresholds).
+register(SURGE, fire=fire_surge, learn=surge_thresholds, value_range=(0.0, math.inf))

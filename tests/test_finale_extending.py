@@ -70,6 +70,7 @@ def test_add_a_rule_error_count(spark):
     exec(example("Add a rule: too many errors, whatever the rate"), namespace)
     try:
         assert list(rules.RULES) == ["error_rate", "surge", "error_count"]
+        assert rules.RULES["error_count"].value_range is None
         w = (t(0), t(30))
         counts = spark.createDataFrame([
             (*w, "global", "*", 70, 37, 37 / 70),
