@@ -20,7 +20,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from conftest import ROOT, free_port, load_module, wait_for
-from test_finale_analyzer import TIMEOUT, generate, new_topics, parse_time, send
+from test_finale_analyzer import generate, new_topics, parse_time, send
 
 analyzer = load_module("finale", "spark_streaming_analyzer")
 local_kafka = load_module("finale", "local_kafka")
@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.spark]
 
 ANALYZER = ROOT / "finale" / "spark_streaming_analyzer.py"
 GENERATOR = ROOT / "finale" / "log_generator.py"
+# Spark start-up plus a few micro-batches: about a minute idle, several on the shared 2-core machine
+# under load (seen: 10 s per 300-line batch at load average 20).
+WAIT = 420
 BATCH_LINE = re.compile(r" alerts batch (\d+): (\d+) lines in .* backlog (\d+|\?)$")
 
 
@@ -73,7 +76,7 @@ class Analyzer:
         found = [BATCH_LINE.search(line) for line in self.log_path.read_text().splitlines()]
         return [(int(m[1]), int(m[2]), None if m[3] == "?" else int(m[3])) for m in found if m]
 
-    def wait(self, timeout: float = TIMEOUT) -> int:
+    def wait(self, timeout: float = WAIT) -> int:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -87,9 +90,9 @@ class Analyzer:
         self.log.close()
 
     def stop(self) -> int:
-        """SIGTERM (the clean stop), then wait."""
+        """SIGTERM to the script alone (its clean stop: it stops the queries, then its JVM)."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
         return self.wait(60)
 
     def tail(self) -> str:
@@ -115,6 +118,15 @@ def read_topic(bootstrap: str, topic: str) -> list:
         consumer.close()
 
 
+def end_offsets_total(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
 def latest_alerts(records) -> dict:
     """alert_id -> (entity_type, entity, window_start, requests, errors) of its last version."""
     latest = {}
@@ -129,10 +141,35 @@ def latest_alerts(records) -> dict:
 # kill -9 of the analyzer, restart on the same checkpoints
 # ------------------------------------------------------------------------------------------------
 
-MAX_OFFSETS = 300  # 3,000 lines -> 10 batches: room for a kill between the first and the last
+MAX_OFFSETS = 600  # 3,000 lines -> 5 batches: room for a kill between the first and the last
 
 
-def test_kill_9_then_restart_gives_the_alerts_and_counts_of_an_uninterrupted_run(kafka, tmp_path):
+def reference_run(spark, bootstrap: str, topic: str, alerts: str, dlq: str, folder: Path) -> None:
+    """The uninterrupted run: the analyzer's own queries and Kafka sinks, in the test session's
+    Spark (one Spark start-up less than another subprocess), with the script's settings."""
+    source = analyzer.kafka_source(spark, bootstrap, topic, "earliest", MAX_OFFSETS)
+    writers, _ = analyzer.build_queries(
+        source,
+        alert_sink=analyzer.kafka_sink(bootstrap, alerts, analyzer.alert_records),
+        dead_letter_sink=analyzer.kafka_sink(
+            bootstrap, dlq, lambda dead: analyzer.dead_letter_records(dead, topic)),
+        checkpoint=folder / "steady-ck", trigger={"availableNow": True},
+        settings=analyzer.Settings(thresholds_path=defaults_file(folder)),
+        log=lambda message: None)
+    query = writers["alerts"].start()
+    try:
+        assert query.awaitTermination(WAIT), "the uninterrupted run did not finish"
+    finally:
+        query.stop()
+    assert query.exception() is None
+    progress = [p if isinstance(p, dict) else json.loads(p.json) for p in query.recentProgress]
+    # The cap is shared out over the 3 partitions, rounded down: 598-600 records per full batch.
+    assert MAX_OFFSETS - 2 <= max(p["numInputRows"] for p in progress) <= MAX_OFFSETS
+
+
+@pytest.mark.timeout(2 * WAIT)
+def test_kill_9_then_restart_gives_the_alerts_and_counts_of_an_uninterrupted_run(spark, kafka,
+                                                                                tmp_path):
     rng = random.Random(seed())
     lines = generate(tmp_path / "traffic.log", ("ip@20+30", "url@60+30", "global@110+20"))
     topic, steady_alerts, crashed_alerts, dlq = new_topics(
@@ -142,22 +179,16 @@ def test_kill_9_then_restart_gives_the_alerts_and_counts_of_an_uninterrupted_run
     # batch killed half-way is planned again with the end offsets its offset log holds. So the
     # inhibition's batch dependence cannot differ between the runs: inhibition stays on.
     flags = ("--trigger", "available-now", "--max-offsets-per-trigger", str(MAX_OFFSETS))
+    reference_run(spark, kafka, topic, steady_alerts, dlq, tmp_path)
 
-    steady = Analyzer(tmp_path, kafka, topic, steady_alerts, dlq, *flags, name="steady")
-    assert steady.wait() == 0, steady.tail()
-    steady.kill()
-    batches = steady.batches()
-    assert all(lines_in <= MAX_OFFSETS for _, lines_in, _ in batches), batches
-    assert sum(lines_in for _, lines_in, _ in batches) == len(lines)
-
-    # The random moment: after alerts batch k (1..7) has been reported, plus 0-3 s into the next.
-    kill_after, delay = rng.randint(1, 7), rng.uniform(0, 3)
+    # The random moment: after alerts batch k (0..2) has been reported, plus 0-3 s into the next.
+    kill_after, delay = rng.randint(0, 2), rng.uniform(0, 3)
     print(f"kill -9 after alerts batch {kill_after} + {delay:.2f} s")
     checkpoint = tmp_path / "crashed-ck"
     crashed = Analyzer(tmp_path, kafka, topic, crashed_alerts, dlq, *flags, checkpoint=checkpoint,
                        name="crashed")
     wait_for(lambda: crashed.query().get("batch_id", -1) >= kill_after or crashed.process.poll(),
-             TIMEOUT, f"alerts batch {kill_after}", interval=0.2)
+             WAIT, f"alerts batch {kill_after}", interval=0.2)
     time.sleep(delay)  # the chosen moment itself, not a wait for a condition
     assert crashed.process.poll() is None, "the analyzer ended before the kill:\n" + crashed.tail()
     crashed.kill()
@@ -207,6 +238,7 @@ def own_broker(tmp_path):
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(2 * WAIT)
 def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(own_broker,
                                                                                 tmp_path):
     info, state_dir = own_broker
@@ -217,7 +249,7 @@ def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(o
                             "--trigger", "2 seconds")
     try:
         wait_for(lambda: analyzer_run.query().get("active") or analyzer_run.process.poll(),
-                 TIMEOUT, "the analyzer's queries to start", interval=0.5)
+                 WAIT, "the analyzer's queries to start", interval=0.5)
         start = datetime.now(timezone.utc).replace(microsecond=0)
         stats_path = tmp_path / "generator-stats.json"
         with open(tmp_path / "generator.log", "w") as generator_log:
@@ -226,9 +258,11 @@ def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(o
                     "--duration", str(SECONDS), "--bootstrap-servers", bootstrap,
                     "--truth", str(tmp_path / "truth.jsonl"), "--stats-file", str(stats_path)],
                 stdout=generator_log, stderr=subprocess.STDOUT)
-        # The outage begins once the analyzer has counted the first 20 s of traffic.
-        wait_for(lambda: analyzer_run.query().get("rows_read_total", 0) >= 20 * RATE,
-                 TIMEOUT, "the analyzer to read 20 s of traffic", interval=0.5)
+        # The outage begins 20 s into the traffic (the broker holds 20 s of lines), the analyzer
+        # running (its first micro-batch may still be on its way on a loaded machine).
+        wait_for(lambda: end_offsets_total(bootstrap, "http-logs") >= 20 * RATE,
+                 WAIT, "20 s of traffic in the topic", interval=0.5)
+        assert analyzer_run.process.poll() is None, analyzer_run.tail()
         stopped_at = datetime.now(timezone.utc)
         assert local_kafka.stop(state_dir=state_dir, log=lambda message: None)
         print(f"broker stopped at {stopped_at:%H:%M:%S} for {outage_s:.1f} s")
@@ -259,7 +293,7 @@ def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(o
         wait_for(lambda: (analyzer_run.query().get("backlog") == 0
                           and analyzer_run.query().get("rows_read_total", 0)
                           >= sum(in_topic.values())) or analyzer_run.process.poll() is not None,
-                 TIMEOUT, "the analyzer to catch up after the outage", interval=0.5)
+                 WAIT, "the analyzer to catch up after the outage", interval=0.5)
         assert analyzer_run.process.poll() is None, analyzer_run.tail()
         assert analyzer_run.query()["active"] and analyzer_run.query()["error"] is None
     finally:
@@ -283,21 +317,15 @@ def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(o
 # A 10x burst for 30 s: bounded micro-batches, backlog visible, drained
 # ------------------------------------------------------------------------------------------------
 
-BASE_RATE, BURST_S, LIMIT = 50, 30, 1000
+# At the default 5 s trigger the burst brings 1,000 lines per trigger, the cap takes 600: the
+# backlog builds up whatever the machine's speed, and the base traffic then lets it drain.
+BASE_RATE, BURST_S, LIMIT = 20, 30, 600
 
 
-def end_offsets_total(bootstrap: str, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
-
-
+@pytest.mark.timeout(2 * WAIT)
 def test_burst_is_drained_in_bounded_batches_with_the_backlog_visible(kafka, tmp_path):
     topic, alerts, dlq = new_topics(kafka, "burst-in", "burst-alerts", "burst-dlq")
-    analyzer_run = Analyzer(tmp_path, kafka, topic, alerts, dlq, "--trigger", "2 seconds",
+    analyzer_run = Analyzer(tmp_path, kafka, topic, alerts, dlq,
                             "--max-offsets-per-trigger", str(LIMIT))
     generators = []
 
@@ -311,10 +339,10 @@ def test_burst_is_drained_in_bounded_batches_with_the_backlog_visible(kafka, tmp
 
     try:
         wait_for(lambda: analyzer_run.query().get("active") or analyzer_run.process.poll(),
-                 TIMEOUT, "the analyzer's queries to start", interval=0.5)
+                 WAIT, "the analyzer's queries to start", interval=0.5)
         base = generator(BASE_RATE, BURST_S + 30, 1)
         wait_for(lambda: analyzer_run.query().get("rows_read_total", 0) >= 5 * BASE_RATE,
-                 TIMEOUT, "the analyzer to read the base traffic", interval=0.5)
+                 WAIT, "the analyzer to read the base traffic", interval=0.5)
         # 9x more on top of the base rate: 10x the traffic for 30 s.
         burst = generator(9 * BASE_RATE, BURST_S, 2)
         assert burst.wait(BURST_S + 60) == 0
@@ -323,7 +351,7 @@ def test_burst_is_drained_in_bounded_batches_with_the_backlog_visible(kafka, tmp
         total = end_offsets_total(kafka, topic)
         assert total == BASE_RATE * (BURST_S + 30) + 9 * BASE_RATE * BURST_S
         wait_for(lambda: analyzer_run.query().get("rows_read_total", 0) >= total
-                 or analyzer_run.process.poll() is not None, TIMEOUT,
+                 or analyzer_run.process.poll() is not None, WAIT,
                  "the analyzer to drain the burst", interval=0.5)
         drained_s = time.monotonic() - burst_end
         assert analyzer_run.process.poll() is None, analyzer_run.tail()
@@ -341,7 +369,7 @@ def test_burst_is_drained_in_bounded_batches_with_the_backlog_visible(kafka, tmp
     peak = max((backlog or 0) for _, _, backlog in batches)
     print(f"burst: {total} lines, {len(batches)} alerts batches, largest {max(sizes)}, "
           f"peak backlog {peak}, drained {drained_s:.1f} s after the burst ended")
-    assert max(sizes) == LIMIT, sizes          # the backlog did build up, and the cap held it
-    assert all(size <= LIMIT for size in sizes), sizes
+    # The backlog did build up, and the cap (shared out over 3 partitions, rounded down) held it.
+    assert LIMIT - 2 <= max(sizes) <= LIMIT, sizes
     assert peak > LIMIT                        # the backlog was visible while it lasted
     assert sum(sizes) == total
