@@ -204,6 +204,9 @@ def test_kill_9_then_restart_gives_the_alerts_and_counts_of_an_uninterrupted_run
     recovered = latest_alerts(read_topic(kafka, crashed_alerts))
     # Same alert ids and, per alert, the same window counts: a line counted twice after the
     # restart would raise a window's requests.
+    print(f"killed after {read_before_kill} of {len(lines)} lines committed; restart read "
+          f"{restarted.query()['rows_read_total']}; {len(recovered)} alert ids, reference "
+          f"{len(reference)}")
     assert recovered == reference
     assert {alert[0] for alert in reference.values()} == {"ip", "url", "global"}
     # The restart went on from the checkpoint, not from the start of the topic.

@@ -130,3 +130,15 @@ def test_status_file_counts_per_query_and_totals(tmp_path):
     assert document["updated_at"] == document["queries"]["dead-letters"]["updated_at"]
     assert [p.name for p in path.parent.iterdir()] == ["analyzer.json"]   # no temporary left
     assert status.read_status(tmp_path / "absent.json") == {}
+
+
+def test_backlog_is_latest_minus_end_offsets_summed_over_partitions():
+    from types import SimpleNamespace
+
+    source = SimpleNamespace(
+        latestOffset=json.dumps({"http-logs": {"0": 1500, "1": 900, "2": 700}}),
+        endOffset=json.dumps({"http-logs": {"0": 1200, "1": 900, "2": 650}}))
+    assert status.backlog([source]) == 300 + 0 + 50
+    # A batch re-planned from the offset log after a restart carries no latest offsets.
+    assert status.backlog([SimpleNamespace(latestOffset=None, endOffset=source.endOffset)]) is None
+    assert status.backlog([]) == 0
