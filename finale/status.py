@@ -64,8 +64,9 @@ def _offsets(source, which: str = "endOffset") -> object:
 
 
 def backlog(sources) -> int | None:
-    """Records in the topics not yet read: the topic's latest offsets (fetched by the batch) minus
-    the batch's end offsets, summed over partitions; None when a source does not report both."""
+    """Records in the topics beyond this batch when it was planned: the latest offsets (fetched to
+    plan it) minus its end offsets, summed over partitions; None when a source does not report both
+    (a batch re-run from the offset log after a restart fetches no latest offsets)."""
     behind = 0
     for source in sources:
         latest, end = _offsets(source, "latestOffset"), _offsets(source)
