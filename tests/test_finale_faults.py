@@ -167,7 +167,7 @@ def reference_run(spark, bootstrap: str, topic: str, alerts: str, dlq: str, fold
     assert MAX_OFFSETS - 2 <= max(p["numInputRows"] for p in progress) <= MAX_OFFSETS
 
 
-@pytest.mark.timeout(2 * WAIT)
+@pytest.mark.timeout(3 * WAIT)  # three analyzer runs, each bounded by WAIT
 def test_kill_9_then_restart_gives_the_alerts_and_counts_of_an_uninterrupted_run(spark, kafka,
                                                                                 tmp_path):
     rng = random.Random(seed())
