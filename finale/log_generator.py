@@ -528,8 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(ISO 8601 UTC log time)")
     parser.add_argument("--stats-file", default=None, metavar="FILE",
                         help="at the end, write the run's counts as JSON (Kafka: lines_sent, "
-                             "lines_delivered, lines_failed; file: lines_written); not with the "
-                             "TCP server")
+                             "lines_delivered, lines_acknowledged (by the broker), lines_failed, "
+                             "lines_unknown (no answer before close); file: lines_written); "
+                             "not with the TCP server")
     modes = parser.add_argument_group("other modes")
     modes.add_argument("--history", type=positive_float, default=None, metavar="HOURS",
                        help="write HOURS of log time, round(HOURS*3600*rate) lines, as fast as "

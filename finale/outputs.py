@@ -30,7 +30,9 @@ class KafkaSink:
         self.murmur2 = murmur2
 
         self.topic, self.bootstrap_servers = topic, bootstrap_servers
-        self.sent = self.failed = 0
+        # sent = acknowledged + failed + still in flight; the two callbacks count in the producer's
+        # I/O thread (one writer each, so plain ints are safe to read from the main thread).
+        self.sent = self.acknowledged = self.failed = 0
         self.delivered: int | None = None  # known once close() has flushed every line
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers.split(","),
@@ -51,8 +53,11 @@ class KafkaSink:
         if self.failed == 1:
             log(f"error: delivery to {self.topic} failed: {type(error).__name__}: {error}")
 
+    def _acknowledged(self, _metadata) -> None:  # runs in the producer's I/O thread
+        self.acknowledged += 1
+
     def write(self, data: bytes) -> None:
-        send, topic, failed = self.producer.send, self.topic, self._failed
+        send, topic, failed, acked = self.producer.send, self.topic, self._failed, self._acknowledged
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
@@ -64,7 +69,7 @@ class KafkaSink:
             if partition is None and key is not None:
                 partition = partition_of[key] = self.partitions[
                     (self.murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
-            send(topic, value=line, key=key, partition=partition).add_errback(failed)
+            send(topic, value=line, key=key, partition=partition).add_callback(acked).add_errback(failed)
         self.sent += len(lines)
 
     def flush(self) -> None:
@@ -72,7 +77,10 @@ class KafkaSink:
 
     def stats(self) -> dict:
         return {"output": "kafka", "topic": self.topic, "lines_sent": self.sent,
-                "lines_delivered": self.delivered, "lines_failed": self.failed}
+                "lines_delivered": self.delivered, "lines_acknowledged": self.acknowledged,
+                "lines_failed": self.failed,
+                # Neither acknowledged nor failed when the producer was closed (flush timed out).
+                "lines_unknown": self.sent - self.acknowledged - self.failed}
 
     def close(self) -> bool:
         """Deliver what is queued; True if every line was delivered."""
@@ -88,7 +96,7 @@ class KafkaSink:
             self.producer.close(timeout=10)
         if not flushed:
             return False
-        delivered = self.delivered = self.sent - self.failed
+        delivered = self.delivered = self.acknowledged
         log(f"{delivered} lines delivered to topic {self.topic} at {self.bootstrap_servers}"
             + (f", {self.failed} failed" if self.failed else ""))
         return self.failed == 0

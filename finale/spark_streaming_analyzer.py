@@ -52,7 +52,7 @@ from cli import duration_seconds, is_interval, silence_stdout  # noqa: E402
 from metrics import entity_window_counts  # noqa: E402
 from rules import fire_all  # noqa: E402
 from settings import (DEFAULT_ALERTS_TOPIC, DEFAULT_CHECKPOINT, DEFAULT_DLQ_TOPIC,  # noqa: E402
-                      DEFAULT_STATUS, DEFAULT_THRESHOLDS, DEFAULT_TOPIC, Settings)
+                      DEFAULT_MAX_OFFSETS_PER_TRIGGER, DEFAULT_STATUS, DEFAULT_THRESHOLDS, DEFAULT_TOPIC, Settings)
 from sinks import BatchSink, alert_records, dead_letter_records, kafka_sink  # noqa: E402
 from status import StatusFile, make_status_listener  # noqa: E402
 from thresholds import ThresholdsError, ThresholdsFile, read_thresholds  # noqa: E402
@@ -235,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dlq-topic", default=DEFAULT_DLQ_TOPIC, help="output topic of the lines that do not parse")
     add("--starting-offsets", default="latest", choices=("latest", "earliest"),
         help="where a query without checkpoint starts reading (a checkpoint always wins)")
-    add("--max-offsets-per-trigger", type=int, default=None,
-        help="most records read per micro-batch (unset: everything available)")
+    add("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+        help="most Kafka records read per micro-batch, so a backlog (outage, burst) is drained in "
+             "bounded batches (0: no limit, one batch reads everything available)")
     add("--window", default=Settings.window, help="sliding window length (Spark interval)")
     add("--slide", default=Settings.slide, help="sliding window step (Spark interval)")
     add("--watermark", default=Settings.watermark,
@@ -284,8 +285,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("min_requests", "min_errors"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger < 1:
-        parser.error(f"--max-offsets-per-trigger must be >= 1, got {args.max_offsets_per_trigger}")
+    if args.max_offsets_per_trigger < 0:
+        parser.error(f"--max-offsets-per-trigger must be >= 0 (0: no limit), "
+                     f"got {args.max_offsets_per_trigger}")
     if not args.confidence_z >= 0:
         parser.error(f"--confidence-z must be >= 0, got {args.confidence_z}")
     if not args.bootstrap_servers.strip():

@@ -1,7 +1,7 @@
 """The analyzer's progress, machine-readable: one JSON file, replaced atomically after every micro-batch.
 
 {"pid", "started_at", "updated_at", "queries": {NAME: {
-    "name", "id", "active", "batch_id", "rows_read", "rows_read_total", "input_offsets",
+    "name", "id", "active", "batch_id", "rows_read", "rows_read_total", "input_offsets", "backlog",
     "watermark", "state_rows", "alerts_emitted", "alerts_emitted_total", "dead_letters",
     "dead_letters_total", "future_timestamps", "future_timestamps_total", "late_rows_dropped",
     "late_rows_dropped_total", "thresholds_version", "thresholds_error", "batch_duration_ms",
@@ -63,12 +63,27 @@ class StatusFile:
                 write_json_atomically(self.path, self.document, indent=None)
 
 
-def _offsets(source) -> object:
-    offsets = source.endOffset
+def _offsets(source, which: str = "endOffset") -> object:
+    offsets = getattr(source, which)
     try:
         return json.loads(offsets) if isinstance(offsets, str) else offsets
     except ValueError:
         return offsets
+
+
+def backlog(sources) -> int | None:
+    """Records in the topics beyond this batch when it was planned: the latest offsets (fetched to
+    plan it) minus its end offsets, summed over partitions; None when a source does not report both
+    (a batch re-run from the offset log after a restart fetches no latest offsets)."""
+    behind = 0
+    for source in sources:
+        latest, end = _offsets(source, "latestOffset"), _offsets(source)
+        if not isinstance(latest, dict) or not isinstance(end, dict):
+            return None
+        for topic, partitions in latest.items():
+            for partition, offset in partitions.items():
+                behind += max(0, int(offset) - int(end.get(topic, {}).get(partition, offset)))
+    return behind
 
 
 def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
@@ -82,6 +97,7 @@ def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
         "id": str(progress.id), "active": True, "batch_id": progress.batchId,
         "rows_read": progress.numInputRows, "rows_read_total": progress.numInputRows,
         "input_offsets": [_offsets(source) for source in progress.sources],
+        "backlog": backlog(progress.sources),
         "watermark": (progress.eventTime or {}).get("watermark"),
         "state_rows": sum(op.numRowsTotal for op in progress.stateOperators),
         "alerts_emitted": alerts_out, "alerts_emitted_total": alerts_out,
@@ -103,8 +119,9 @@ def status_line(progress, fields: dict, alert_stats: dict[int, tuple[int, int]])
     else:
         detail = (f"{fields['dead_letters']} dead letters out "
                   f"({fields['future_timestamps']} future timestamps)")
+    behind = "?" if fields["backlog"] is None else fields["backlog"]
     return (f"{progress.name} batch {progress.batchId}: {progress.numInputRows} lines in "
-            f"({rate:.0f} lines/s), {detail}")
+            f"({rate:.0f} lines/s), {detail}, backlog {behind}")
 
 
 def make_status_listener(alert_stats: dict[int, tuple[int, int]], status: StatusFile,

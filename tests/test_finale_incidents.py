@@ -147,3 +147,15 @@ def test_a_surge_incident_is_detected_by_the_surge_rule_on_its_ip():
     # An error_rate alert (no rule field: an old alert) on the surging IP is not explained by it.
     assert incidents.match_incident(alert("ip", "10.0.0.5", 90, 120), at(121), [surge]) is None
     assert incidents.incident_spec("surge=10.0.0.5@60+60") == ("surge", "10.0.0.5", 60.0, 60.0)
+
+
+def test_backlog_is_latest_minus_end_offsets_summed_over_partitions():
+    from types import SimpleNamespace
+
+    source = SimpleNamespace(
+        latestOffset=json.dumps({"http-logs": {"0": 1500, "1": 900, "2": 700}}),
+        endOffset=json.dumps({"http-logs": {"0": 1200, "1": 900, "2": 650}}))
+    assert status.backlog([source]) == 300 + 0 + 50
+    # A batch re-planned from the offset log after a restart carries no latest offsets.
+    assert status.backlog([SimpleNamespace(latestOffset=None, endOffset=source.endOffset)]) is None
+    assert status.backlog([]) == 0
