@@ -69,15 +69,22 @@ def run_generator(*flags: str) -> None:
 
 
 def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str) -> subprocess.Popen:
-    """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint and no
-    thresholds file in `work`, --master args.master) + `flags`; its output goes to work/analyzer.log."""
+    """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint, the
+    documented default thresholds written to `work`, --master args.master) + `flags`; its output
+    goes to work/analyzer.log. (An explicit --thresholds path must exist: the analyzer refuses a
+    missing one rather than fall back to the defaults.)"""
+    import json
+
+    from thresholds import DEFAULT_THRESHOLDS
+
+    (work / "thresholds.json").write_text(json.dumps(DEFAULT_THRESHOLDS))
     with open(work / "analyzer.log", "w") as log_file:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
              "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
              "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
              "--starting-offsets", "earliest", "--checkpoint", str(work / "ck"),
-             "--thresholds", str(work / "absent.json"), "--master", args.master, *flags],
+             "--thresholds", str(work / "thresholds.json"), "--master", args.master, *flags],
             stdout=log_file, stderr=subprocess.STDOUT)
 
 

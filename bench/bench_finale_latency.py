@@ -13,7 +13,7 @@ both topics are read back with their Kafka timestamps and, for every
 alert (first copy of each alert_id), the pipeline latency is computed as the issue defines it:
 alert Kafka timestamp - Kafka timestamp of the line that made the window fire, i.e. the first line
 (in Kafka time) after which the window's running counts for that entity met the alert condition
-(requests >= 5, errors >= 3, Wilson lower bound at z = 3 > the alert's threshold: alerting.alerts).
+(requests >= 5, errors >= 3, Wilson lower bound at z = 3 > the alert's threshold: rules.alerts).
 Prints one markdown row per run: alerts, p50, p99, max latency, the analyzer's CPU (cores busy
 during the traffic, from /proc: the Python driver and its JVM), and p50 as a ratio to the
 `0 seconds` trigger at the same rate (the baseline of the same run).

@@ -15,11 +15,11 @@ Cases (each a prototype of the wiring, bench-side; finale/ is only imported, nev
   read            Kafka -> value -> noop                                 (ceiling 1)
   parse           + finale parse_access_log -> noop                      (ceiling 2)
   parse-lite      + a cheaper parser prototype (below) -> noop
-  counts          + alerting.entity_window_counts, update mode -> noop   (ceiling 3, the issue's)
+  counts          + metrics.entity_window_counts, update mode -> noop   (ceiling 3, the issue's)
   counts-rocksdb  counts with the RocksDB state store provider
   counts-shuffle1 / counts-shuffle4   counts with 1 / 4 shuffle partitions (the analyzer uses 2)
   counts-batch-count  counts -> foreachBatch that only counts the batch: with `alerts-only`, the
-                  cost of the alert batch (alerting.alerts, its joins, the Kafka write)
+                  cost of the alert batch (rules.alerts, its joins, the Kafka write)
   analyzer        the analyzer's two queries as wired today (build_queries, Kafka sinks)
   alerts-only     only the alerts query of build_queries (what the second read + parse costs)
   analyzer-1batch the analyzer with one micro-batch for the whole topic (no maxOffsetsPerTrigger)
@@ -122,7 +122,7 @@ class SingleQueryBatch:
         self.max_event_time = None
 
     def __call__(self, batch, batch_id):
-        from alerting import entity_window_counts
+        from metrics import entity_window_counts
         from pyspark.sql import functions as F
 
         batch = batch.persist()
@@ -182,7 +182,7 @@ def run_case(case, spark, args, topics, work):
     """Start the case's queries, wait for them, return the measured figures."""
     import spark_streaming_analyzer as analyzer
     from access_log import parse_access_log
-    from alerting import entity_window_counts
+    from metrics import entity_window_counts
     from pyspark.sql import functions as F
 
     checkpoint = Path(work) / f"ck-{case}"
