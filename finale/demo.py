@@ -46,7 +46,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
-from incidents import AlertBook, Truth, clock, match_incident, parse_time, read_truth  # noqa: E402
+from incidents import AlertBook, Truth, cause, clock, match_incident, parse_time, read_truth  # noqa: E402
 from settings import ROOT  # noqa: E402
 from status import read_status  # noqa: E402
 
@@ -131,7 +131,8 @@ def _alert_line(alert: dict, incident: Truth | None, raised: datetime) -> str:
             f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
             f"window {clock(alert.get('window_start'))}-{clock(alert.get('window_end'))} "
             f"{alert.get('errors')}/{alert.get('requests')} -> "
-            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident"))
+            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident")
+            + (f"; cause: {cause(alert)}" if cause(alert) else ""))
 
 
 def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
