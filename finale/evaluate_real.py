@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -43,7 +43,7 @@ from replay import inject, open_log, replay_incidents  # noqa: E402
 from rules import fire_all  # noqa: E402
 from settings import ROOT, Settings as AnalyzerSettings, ThresholdParams  # noqa: E402
 from thresholds import rule_thresholds_frame  # noqa: E402
-from threshold_job import add_threshold_options, bounded, build_session  # noqa: E402
+from threshold_job import add_threshold_options, bounded, build_session, threshold_params  # noqa: E402
 
 DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate-real"
 DEFAULT_LEARN_HOURS = 48.0
@@ -236,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.log.is_file():
         parser.error(f"cannot read {str(args.log)!r}")
     specs = args.incident or [incident_spec(text) for text in DEFAULT_INCIDENTS]
-    params = ThresholdParams(window=args.window, slide=args.slide,
-                             min_window_requests=args.min_window_requests,
-                             min_entity_windows=args.min_entity_windows,
-                             quantile=args.quantile, z=args.z, delta=args.delta)
+    params = threshold_params(args)
     session: list[SparkSession] = []
 
     def run() -> int:
