@@ -31,6 +31,10 @@ FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 ORIGIN = "2021-10-22T09:28:56Z"
 
 
+# Many small Spark jobs (learning, scoring, the running windows of each incident): minutes when
+# the machine is shared, as tests/test_evaluation.py.
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_evaluate_real_on_a_slice(spark, tmp_path):
     with gzip.open(FIXTURE, "rb") as source:
         head = [next(source) for _ in range(40)]
