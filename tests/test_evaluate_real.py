@@ -1,8 +1,9 @@
 """finale/evaluate_real.py on a slice of the real log (its first 40 lines, 2 h), counts by hand.
 
-The slice (finale/data/README.md): the first hour holds one burst, 116.86.203.45 with 5 requests
-(one 404) at 09:50:49-50Z, in the three 30 s windows starting 09:50:20, :30 and :40 -> the only
-eligible windows (>= 5 requests), global and ip, all at 0.2: median 0.2, MAD 0, P_0.95 0.2, so
+The slice (finale/data/README.md), 09:28:56Z to 11:40:19Z: the first hour holds one burst, 116.86.203.45 with 5 requests
+(one 404) at 09:50:49-50Z, whole in the two 30 s windows starting 09:50:30 and :40 (the one of
+09:50:20 ends at :50 and holds 4) -> the only eligible windows (>= 5 requests), global and ip, both
+at 0.2: median 0.2, MAD 0, P_0.95 0.2, so
 T = max(0.2, 0.2, 0.2 + delta 0.05) = 0.25 for the global and ip populations; no URL window is
 eligible (the url scope falls back to the global 0.25), no entity has 30 windows. After the first
 hour no window reaches 5 real requests: no alert on the real traffic. Between the real lines of
@@ -48,15 +49,15 @@ def test_evaluate_real_on_a_slice(spark, tmp_path):
 
     assert result.statistics["first_time"] == ORIGIN
     assert [(t["scope"], t["entity"], t["value"], t["windows"], t["requests"])
-            for t in result.document["thresholds"]] == [("global", None, 0.25, 3, 15),
-                                                        ("ip", None, 0.25, 3, 15)]
+            for t in result.document["thresholds"]] == [("global", None, 0.25, 2, 10),
+                                                        ("ip", None, 0.25, 2, 10)]
     assert result.background == []
     r = result.result
     assert (r.incidents, r.detected, r.alerts, r.on_target, r.collateral, r.false) == (3, 3, 20, 12, 8, 0)
     assert r.latency_window == {"0:ip": 10.0, "1:url": 10.0, "2:global": 10.0}
     assert r.latency_earliest == {"0:ip": 5.0, "1:url": 5.0, "2:global": 5.0}
-    # The scored part: from 10:28:56Z to the last line (11:27:42Z) + 1 s.
-    assert r.evaluated_hours == pytest.approx(3527 / 3600)
+    # The scored part: from 10:28:56Z to the last line (11:40:19Z) + 1 s.
+    assert r.evaluated_hours == pytest.approx(4284 / 3600)
 
     with pytest.raises(ValueError, match="starts in the 1 learning hours"):
         evaluate_real.evaluate_real(spark, log, 1.0, [incidents.incident_spec("ip@3000+20")], 1.0,
