@@ -62,16 +62,19 @@ class Rule:
     name: str
     fire: Callable[[DataFrame, DataFrame, Settings, "str | None"], DataFrame]
     learn: Callable[[DataFrame, ThresholdParams], DataFrame]
+    # The values a threshold of the rule may take (thresholds.validate_thresholds): [0, 1] for a
+    # rate; None: any finite number.
+    value_range: "tuple[float, float] | None" = (0.0, 1.0)
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, fire, learn) -> Rule:
+def register(name: str, fire, learn, value_range: "tuple[float, float] | None" = (0.0, 1.0)) -> Rule:
     """Add a rule to RULES (its name is the `rule` field of its thresholds and of its alerts)."""
     if name in RULES:
         raise ValueError(f"rule {name!r} is already registered")
-    RULES[name] = rule = Rule(name, fire, learn)
+    RULES[name] = rule = Rule(name, fire, learn, value_range)
     return rule
 
 

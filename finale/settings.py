@@ -26,10 +26,16 @@ class Settings:
     window: str = "30 seconds"
     slide: str = "10 seconds"
     watermark: str = "10 seconds"
+    # A line dated later than now + max_future is a dead letter (future_timestamp), never counted:
+    # a wrong clock or one bad line would otherwise push the watermark past all real traffic.
+    # 5 minutes leaves room for a producer's clock running ahead, far below any useful window.
+    max_future: str = "5 minutes"
     min_requests: int = 5
     min_errors: int = 3
     z: float = 3.0
     thresholds_path: Path = DEFAULT_THRESHOLDS
+    # True when the user named the file: then it must exist (no silent fall-back to the defaults).
+    thresholds_required: bool = False
     # A firing global alert inhibits the ip/url alerts of its window (rules.alerts).
     inhibit_by_global: bool = True
     # ... except the alert of an ip/url holding at least this share of the window's errors: the

@@ -9,9 +9,12 @@ Run (the broker and its topics first, see local_kafka.py):
 
 Two streaming queries read the topic `http-logs` (one Apache access-log line per record):
 
-- `dead-letters`: lines that do not parse go to `http-logs-dlq`, value = the original line, headers
-  `reason` (why) and `source` (topic); they never stop the job and never hide the good lines.
-- `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
+- `dead-letters`: lines that do not parse, or are dated more than --max-future ahead, go to
+  `http-logs-dlq` with the original key and value, headers `reason` (empty_record, empty_line,
+  unparseable, bad_timestamp, future_timestamp), `source` (topic), `source_partition`,
+  `source_offset`, `source_timestamp`; they never stop the job and never hide the good lines.
+- `alerts`: the good lines (the future-dated ones filtered out before the watermark, which they would
+  push past all real traffic), with a watermark on their own timestamp, are counted per sliding window for
   three scopes (global, ip, url) in one stateful aggregation (metrics.entity_window_counts, update
   mode); each micro-batch keeps the windows that break a registered rule (rules.RULES: the error
   rate significantly above its threshold, rules.alerts) and writes them to `alerts`, key =
@@ -19,8 +22,9 @@ Two streaming queries read the topic `http-logs` (one Apache access-log line per
   all traffic fails), except those of an entity holding --cause-share of the window's errors (the
   cause); --no-inhibit keeps them all.
 
-The thresholds file (threshold_job.py's output) is re-read when its mtime changes; without a file the
-documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
+The thresholds file (threshold_job.py's output) is validated whole before Spark starts (exit 2 naming
+the entry) and re-read when its mtime changes (an invalid new file: the last good one stays in use);
+without --thresholds and without the default file, the documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
 a restarted analyzer resumes where it stopped, and since alert ids are deterministic a re-emitted alert
 replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout,
 and the same progress as JSON in --status-file (status.py; its fields are in finale/README.md).
@@ -39,10 +43,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from pyspark.sql import DataFrame, SparkSession, functions as F  # noqa: E402
+from pyspark.sql import Column, DataFrame, SparkSession, functions as F  # noqa: E402
 from pyspark.sql.streaming import DataStreamWriter  # noqa: E402
 
-from access_log import parse_access_log  # noqa: E402
+from access_log import LINE_PATTERN, parse_access_log  # noqa: E402
 from cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, HelpFormatter, OneLineErrorParser  # noqa: E402
 from cli import duration_seconds, is_interval, silence_stdout  # noqa: E402
 from metrics import entity_window_counts  # noqa: E402
@@ -51,30 +55,65 @@ from settings import (DEFAULT_ALERTS_TOPIC, DEFAULT_CHECKPOINT, DEFAULT_DLQ_TOPI
                       DEFAULT_STATUS, DEFAULT_THRESHOLDS, DEFAULT_TOPIC, Settings)
 from sinks import BatchSink, alert_records, dead_letter_records, kafka_sink  # noqa: E402
 from status import StatusFile, make_status_listener  # noqa: E402
-from thresholds import ThresholdsFile, read_thresholds  # noqa: E402
+from thresholds import ThresholdsError, ThresholdsFile, read_thresholds  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
 # Analysis: typed DataFrame -> DataFrame functions (the rest of this file only wires them)
 # ------------------------------------------------------------------------------------------------
 
+# The Kafka record fields a dead letter keeps (sinks.dead_letter_records): column -> type. A source
+# without them (memory or rate source in tests) gives nulls.
+KAFKA_METADATA = (("kafka_key", "key", "binary"), ("kafka_partition", "partition", "int"),
+                  ("kafka_offset", "offset", "long"), ("kafka_timestamp", "timestamp", "timestamp"))
+# Dead-letter reasons, most specific first (the `reason` header of http-logs-dlq).
+EMPTY_RECORD, EMPTY_LINE = "empty_record", "empty_line"
+UNPARSEABLE, BAD_TIMESTAMP, FUTURE_TIMESTAMP = "unparseable", "bad_timestamp", "future_timestamp"
+MAX_FUTURE_S = duration_seconds(Settings.max_future)
+
+
 def log_lines(records: DataFrame) -> DataFrame:
-    """Kafka records (or any frame with a string/binary `value`) -> one string column `value`."""
-    return records.select(F.col("value").cast("string").alias("value"))
+    """Kafka records (or any frame with a string/binary `value`) -> `value` as a string and the
+    record's KAFKA_METADATA (kafka_key, kafka_partition, kafka_offset, kafka_timestamp)."""
+    return records.select(
+        F.col("value").cast("string").alias("value"),
+        *((F.col(field) if field in records.columns else F.lit(None)).cast(kind).alias(name)
+          for name, field, kind in KAFKA_METADATA))
 
 
-def dead_letters(parsed: DataFrame) -> DataFrame:
-    """The malformed rows of parse_access_log's output: the original line and why it was rejected."""
+def in_the_future(max_future_s: float = MAX_FUTURE_S) -> Column:
+    """True for a parsed line dated more than max_future_s after the micro-batch's time.
+
+    current_timestamp() is the batch's own timestamp in a streaming query (one value per batch),
+    so a line is judged against the clock of the batch that reads it."""
+    return F.col("event_time") > F.current_timestamp() + F.make_dt_interval(
+        secs=F.lit(max_future_s).cast("decimal(18,6)"))
+
+
+def valid_lines(parsed: DataFrame, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
+    """The lines the windows count: parsed, and not dated beyond the future tolerance (one such
+    line would push the watermark past every real line and silence alerting)."""
+    return parsed.where(~F.col("malformed") & ~in_the_future(max_future_s))
+
+
+def dead_letters(parsed: DataFrame, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
+    """The rows of parse_access_log's output that valid_lines leaves out: the original line, why
+    (`reason`, one of the constants above) and the record's KAFKA_METADATA columns if present."""
+    future = ~F.col("malformed") & in_the_future(max_future_s)
+    metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
     return (
         parsed
-        .where(F.col("malformed"))
+        .where(F.col("malformed") | future)
         .select(
             "value",
-            F.when(F.col("value").isNull(), F.lit("empty record"))
-            .when(F.trim(F.col("value")) == "", F.lit("empty line"))
-            .otherwise(F.lit("not an Apache access-log line (common/combined format with a valid "
-                             "[dd/MMM/yyyy:HH:mm:ss Z] timestamp)"))
+            F.when(F.col("value").isNull(), F.lit(EMPTY_RECORD))
+            .when(F.trim(F.col("value")) == "", F.lit(EMPTY_LINE))
+            .when(future, F.lit(FUTURE_TIMESTAMP))
+            # The line has the access-log shape but its [%t] does not parse (e.g. 31/Feb).
+            .when(F.col("value").rlike(LINE_PATTERN), F.lit(BAD_TIMESTAMP))
+            .otherwise(F.lit(UNPARSEABLE))
             .alias("reason"),
+            *metadata,
         )
     )
 
@@ -105,7 +144,9 @@ class AlertBatch:
     def __init__(self, settings: Settings, alert_sink: BatchSink,
                  counts_sink: BatchSink | None = None, log: Callable[[str], None] = print):
         self.settings, self.alert_sink, self.counts_sink = settings, alert_sink, counts_sink
-        self.thresholds = ThresholdsFile(settings.thresholds_path, log)
+        self.thresholds = ThresholdsFile(settings.thresholds_path, log,
+                                         required=settings.thresholds_required,
+                                         window=settings.window, slide=settings.slide)
         self.stats: dict[int, tuple[int, int]] = {}  # batch id -> (window rows updated, alerts out)
 
     def __call__(self, counts_batch: DataFrame, batch_id: int) -> None:
@@ -148,10 +189,12 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     its own sub-folder of `checkpoint`.
     """
     parsed = parse_access_log(log_lines(source))
+    max_future_s = duration_seconds(settings.max_future)
     dead_letter_writer = (
-        dead_letters(parsed)
+        dead_letters(parsed, max_future_s)
         # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
-        .observe("dead_letters", F.count(F.lit(1)).alias("count"))
+        .observe("dead_letters", F.count(F.lit(1)).alias("count"),
+                 F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"))
         .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)
@@ -159,7 +202,8 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
         .option("checkpointLocation", str(Path(checkpoint) / "dead-letters"))
     )
     counts = entity_window_counts(
-        parsed.where(~F.col("malformed")).withWatermark("event_time", settings.watermark),
+        # Filtered before the watermark: a far-future line must never advance it.
+        valid_lines(parsed, max_future_s).withWatermark("event_time", settings.watermark),
         settings.window, settings.slide)
     handler = AlertBatch(settings, alert_sink, counts_sink, log)
     alert_writer = (
@@ -212,8 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cause-share", type=float, default=Settings.cause_share,
         help="an ip/url alert holding at least this share (0..1] of its window's errors is the "
              "cause of the global alert and is never inhibited")
-    add("--thresholds", type=Path, default=DEFAULT_THRESHOLDS,
-        help="thresholds JSON of threshold_job.py, re-read when it changes (absent: defaults)")
+    add("--thresholds", type=Path, default=None,
+        help=f"thresholds JSON of threshold_job.py, re-read when it changes; must exist and be "
+             f"valid (unset: {DEFAULT_THRESHOLDS.relative_to(DEFAULT_THRESHOLDS.parents[2])} if it "
+             f"exists, else the documented defaults)")
+    add("--max-future", default=Settings.max_future,
+        help="a line dated more than this after the analyzer's clock is a dead letter "
+             "(future_timestamp), never counted (Spark interval)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
         help="checkpoint folder, one sub-folder per query")
     add("--status-file", type=Path, default=DEFAULT_STATUS,
@@ -225,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("window", "slide", "watermark"):
+    for flag in ("window", "slide", "watermark", "max_future"):
         if not is_interval(getattr(args, flag)):
-            parser.error(f"--{flag} must be a Spark interval like '30 seconds', "
+            parser.error(f"--{flag.replace('_', '-')} must be a Spark interval like '30 seconds', "
                          f"got {getattr(args, flag)!r}")
     if args.trigger != "available-now" and not is_interval(args.trigger):
         parser.error(f"--trigger must be a Spark interval like '5 seconds' or 'available-now', "
@@ -246,6 +295,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--confidence-z must be >= 0, got {args.confidence_z}")
     if not args.bootstrap_servers.strip():
         parser.error("--bootstrap-servers must not be empty")
+    args.thresholds_required = args.thresholds is not None
+    if args.thresholds is None:
+        args.thresholds = DEFAULT_THRESHOLDS
+    try:
+        # The whole file, before Spark starts: a bad entry is an error now, not at the first batch.
+        read_thresholds(args.thresholds, args.thresholds_required, args.window, args.slide)
+    except ThresholdsError as error:
+        parser.error(f"--thresholds {error}")
     return args
 
 
@@ -254,6 +311,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(window=args.window, slide=args.slide, watermark=args.watermark,
                     min_requests=args.min_requests, min_errors=args.min_errors,
                     z=args.confidence_z, thresholds_path=args.thresholds,
+                    thresholds_required=args.thresholds_required, max_future=args.max_future,
                     inhibit_by_global=args.inhibit_by_global, cause_share=args.cause_share)
 
 
@@ -312,12 +370,6 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    try:
-        read_thresholds(args.thresholds)
-    except (OSError, ValueError) as error:
-        print(f"error: thresholds: {error}", file=sys.stderr)
-        return 1
-
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
@@ -330,12 +382,13 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, settings=settings, log=log)
-    listener = make_status_listener(handler.stats, StatusFile(args.status_file), log)
+    listener = make_status_listener(handler.stats, StatusFile(args.status_file), log,
+                                    handler.thresholds)
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
         f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
-        f"watermark {args.watermark}, trigger {args.trigger}, thresholds {args.thresholds}"
+        f"watermark {args.watermark}, max future {args.max_future}, trigger {args.trigger}, thresholds {args.thresholds}"
         f"{'' if args.thresholds.exists() else ' (absent: defaults)'}, checkpoint {args.checkpoint}")
     # Ctrl-C / SIGTERM only set a flag: PySpark's own SIGINT handler raises KeyboardInterrupt in
     # the middle of a py4j call, which leaves tracebacks and a half-closed gateway behind.

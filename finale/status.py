@@ -3,12 +3,20 @@
 {"pid", "started_at", "updated_at", "queries": {NAME: {
     "name", "id", "active", "batch_id", "rows_read", "rows_read_total", "input_offsets",
     "watermark", "state_rows", "alerts_emitted", "alerts_emitted_total", "dead_letters",
-    "dead_letters_total", "batch_duration_ms", "updated_at", "error"}}}
+    "dead_letters_total", "future_timestamps", "future_timestamps_total", "late_rows_dropped",
+    "late_rows_dropped_total", "thresholds_version", "thresholds_error", "batch_duration_ms",
+    "updated_at", "error"}}}
 
 Times are ISO 8601 UTC. `rows_read` and the per-batch counts are those of the query's latest
 micro-batch, the `_total` ones sum every batch since the analyzer started. A healthy analyzer: every
 query `active` and `updated_at` recent (a micro-batch runs at least once per trigger, even idle
 ones report progress about every 10 s). The human status line per batch goes to the log as before.
+`future_timestamps` (dead-letters query): the dead letters dated beyond --max-future.
+`late_rows_dropped` (alerts query): Spark's numRowsDroppedByWatermark, the (window, entity) rows
+of lines older than the watermark that the aggregation dropped (rows, not lines: a line counts in
+up to 3 scopes x window/slide windows, partially aggregated first; 0 means no line was dropped).
+`thresholds_version` / `thresholds_error` (alerts query): the thresholds in use, and why the file
+on disk is not (null when it is).
 """
 from __future__ import annotations
 
@@ -67,6 +75,8 @@ def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
     """The status fields of one StreamingQueryProgress (alert_stats: AlertBatch.stats)."""
     observed = (progress.observedMetrics or {}).get("dead_letters")
     dead = int(observed["count"]) if observed is not None else 0
+    future = int(observed["future"]) if observed is not None else 0
+    late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
     _, alerts_out = alert_stats.get(progress.batchId, (0, 0)) if progress.name == "alerts" else (0, 0)
     return {
         "id": str(progress.id), "active": True, "batch_id": progress.batchId,
@@ -76,6 +86,8 @@ def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
         "state_rows": sum(op.numRowsTotal for op in progress.stateOperators),
         "alerts_emitted": alerts_out, "alerts_emitted_total": alerts_out,
         "dead_letters": dead, "dead_letters_total": dead,
+        "future_timestamps": future, "future_timestamps_total": future,
+        "late_rows_dropped": late, "late_rows_dropped_total": late,
         "batch_duration_ms": progress.batchDuration, "error": None,
     }
 
@@ -86,16 +98,19 @@ def status_line(progress, fields: dict, alert_stats: dict[int, tuple[int, int]])
     if progress.name == "alerts":
         updated, out = alert_stats.get(progress.batchId, (0, 0))
         detail = (f"{updated} window rows updated, {out} alerts out, "
-                  f"watermark {fields['watermark'] or '-'}")
+                  f"watermark {fields['watermark'] or '-'}, "
+                  f"{fields['late_rows_dropped']} late rows dropped")
     else:
-        detail = f"{fields['dead_letters']} dead letters out"
+        detail = (f"{fields['dead_letters']} dead letters out "
+                  f"({fields['future_timestamps']} future timestamps)")
     return (f"{progress.name} batch {progress.batchId}: {progress.numInputRows} lines in "
             f"({rate:.0f} lines/s), {detail}")
 
 
 def make_status_listener(alert_stats: dict[int, tuple[int, int]], status: StatusFile,
-                         log: Callable[[str], None]):
-    """A listener writing the status file and one log line per micro-batch and query."""
+                         log: Callable[[str], None], thresholds=None):
+    """A listener writing the status file and one log line per micro-batch and query.
+    `thresholds`: the alerts query's ThresholdsFile, whose version and error go in its status."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     class StatusListener(StreamingQueryListener):
@@ -107,6 +122,9 @@ def make_status_listener(alert_stats: dict[int, tuple[int, int]], status: Status
 
         def onQueryProgress(self, event):
             fields = progress_fields(event.progress, alert_stats)
+            if thresholds is not None and event.progress.name == "alerts":
+                fields.update(thresholds_version=thresholds.version,
+                              thresholds_error=thresholds.error)
             status.update(event.progress.name, **fields)
             log(status_line(event.progress, fields, alert_stats))
 

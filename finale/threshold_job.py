@@ -39,7 +39,7 @@ from cli import (BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser, duration
 from metrics import SCOPE_NAMES, analysed_columns, entity_window_counts, input_statistics  # noqa: E402
 from rules import learn_all  # noqa: E402
 from settings import DEFAULT_THRESHOLDS, DEFAULT_TOPIC, ThresholdParams  # noqa: E402
-from thresholds import thresholds_document  # noqa: E402
+from thresholds import ThresholdsError, thresholds_document, validate_thresholds  # noqa: E402
 
 
 def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, DataFrame]:
@@ -255,10 +255,25 @@ def main(argv: list[str] | None = None) -> int:
         if created:
             session.append(spark)
         document, rates = learn_thresholds(read_lines(spark, args), params)
+        stats = document["input"]
+        if not document["thresholds"]:
+            # Every window had fewer requests than --min-window-requests (or no line parsed): such
+            # a file could never fire, and the analyzer refuses it. The old file stays in place.
+            print(f"threshold_job.py: error: no thresholds learned, nothing written to "
+                  f"{args.output}: {stats['parsed']} parsed lines and no {args.window} window "
+                  f"with >= {args.min_window_requests} requests (--min-window-requests)",
+                  file=sys.stderr)
+            return 1
+        try:
+            validate_thresholds(document, args.window, args.slide)
+        except ThresholdsError as error:
+            # Never write a file the analyzer would refuse.
+            print(f"threshold_job.py: error: nothing written to {args.output}: {error}",
+                  file=sys.stderr)
+            return 1
         write_json_atomically(args.output, document)
         if args.plot is not None:
             plot_distributions(rates, document, params, args.plot)
-        stats = document["input"]
         print(f"thresholds {document['version']}: {len(document['thresholds'])} thresholds from "
               f"{stats['parsed']} parsed lines ({stats['malformed']} malformed, "
               f"{stats['first_time']} .. {stats['last_time']}) -> {args.output}", flush=True)

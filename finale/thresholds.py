@@ -5,14 +5,23 @@
                  "windows", "requests"}, ...]}
 
 An item without "rule" (files written before rules had names) belongs to LEGACY_RULE. Without a
-file, DEFAULT_THRESHOLDS apply. Validation is what read_thresholds checks, no more: a stricter
-check goes in read_thresholds, which every reader calls.
+file at the default path, DEFAULT_THRESHOLDS apply; a path given explicitly must exist.
+
+The file is validated as a whole by validate_thresholds (read_thresholds, which every reader calls,
+and threshold_job.py before it writes): a non-empty `thresholds` list; each item a known rule
+(rules.RULES), a known scope (metrics.SCOPE_NAMES), an entity null or a non-empty string, a finite
+number `value` in the rule's range ([0, 1] for a rate), no two items for the same (rule, scope,
+entity); and `parameters.window` / `parameters.slide`, when present, equal to the analyzer's
+(a rate learned over other windows is not the rate the analyzer compares). The first fault found
+is the error, naming its entry: `thresholds[3] (rule error_rate, scope ip, entity '10.0.0.1'):
+value 'abc' is not a number`.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import math
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +29,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
+from cli import duration_seconds
 from metrics import SCOPE_NAMES
+from rules import RULES
 from settings import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS_PATH, ThresholdParams
 
 LEGACY_RULE = "error_rate"
@@ -49,24 +60,95 @@ RULE_THRESHOLDS_SCHEMA = StructType([StructField("rule", StringType(), False),
                                      *THRESHOLDS_SCHEMA.fields])
 
 
-def read_thresholds(path: str | Path = DEFAULT_THRESHOLDS_PATH) -> dict:
-    """The thresholds JSON written by threshold_job.py; DEFAULT_THRESHOLDS when the file is absent.
+class ThresholdsError(ValueError):
+    """A thresholds file that must not be used: one line naming the file and the faulty entry."""
 
-    A file that exists but is not valid JSON raises ValueError (a half-written file must not silently
-    switch the analyzer back to the defaults). Items without a rule get LEGACY_RULE.
+
+def _entry(index: int, item: dict) -> str:
+    return (f"thresholds[{index}] (rule {item.get('rule', LEGACY_RULE)}, scope "
+            f"{item.get('scope')}, entity {item.get('entity')!r})")
+
+
+def validate_thresholds(thresholds, window: str | None = None, slide: str | None = None) -> None:
+    """Raise ThresholdsError (without the file name) at the first fault of the document; window /
+    slide: the analyzer's, checked against the `parameters` the file was learned with."""
+    if not isinstance(thresholds, dict) or not isinstance(thresholds.get("thresholds"), list):
+        raise ThresholdsError("no 'thresholds' list")
+    if not thresholds["thresholds"]:
+        raise ThresholdsError("the 'thresholds' list is empty: no alert could ever fire")
+    seen = set()
+    for index, item in enumerate(thresholds["thresholds"]):
+        if not isinstance(item, dict):
+            raise ThresholdsError(f"thresholds[{index}]: not an object ({item!r})")
+        where = _entry(index, item)
+        rule = RULES.get(item.get("rule", LEGACY_RULE)) if isinstance(
+            item.get("rule", LEGACY_RULE), str) else None
+        if rule is None:
+            raise ThresholdsError(f"{where}: unknown rule (known: {', '.join(RULES)})")
+        if item.get("scope") not in SCOPE_NAMES:
+            raise ThresholdsError(f"{where}: unknown scope (known: {', '.join(SCOPE_NAMES)})")
+        entity = item.get("entity")
+        if entity is not None and not (isinstance(entity, str) and entity):
+            raise ThresholdsError(f"{where}: entity must be null or a non-empty string")
+        if "value" not in item:
+            raise ThresholdsError(f"{where}: no value")
+        value = item["value"]
+        # bool is an int in Python, but `true` is no threshold.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ThresholdsError(f"{where}: value {value!r} is not a number")
+        if not math.isfinite(value):
+            raise ThresholdsError(f"{where}: value {value!r} is not finite")
+        if rule.value_range is not None and not rule.value_range[0] <= value <= rule.value_range[1]:
+            low, high = rule.value_range
+            raise ThresholdsError(f"{where}: value {value!r} is outside [{low:g}, {high:g}]")
+        key = (rule.name, item["scope"], entity)
+        if key in seen:
+            raise ThresholdsError(f"{where}: a second threshold for the same rule, scope and entity")
+        seen.add(key)
+    parameters = thresholds.get("parameters")
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise ThresholdsError("'parameters' is not an object")
+    for name, expected in (("window", window), ("slide", slide)):
+        learned = parameters.get(name)
+        if expected is None or learned is None:
+            continue
+        try:
+            same = duration_seconds(str(learned)) == duration_seconds(expected)
+        except ValueError:
+            raise ThresholdsError(f"parameters.{name} {learned!r} is not an interval") from None
+        if not same:
+            raise ThresholdsError(
+                f"learned with {name} {learned!r}, the analyzer uses --{name} {expected!r}: "
+                f"re-run threshold_job.py with --{name} {expected!r}")
+
+
+def read_thresholds(path: str | Path = DEFAULT_THRESHOLDS_PATH, required: bool = False,
+                    window: str | None = None, slide: str | None = None) -> dict:
+    """The thresholds JSON written by threshold_job.py, validated (validate_thresholds).
+
+    A missing file gives DEFAULT_THRESHOLDS, unless `required` (a path the user named). Anything
+    wrong raises ThresholdsError "PATH: what": a half-written or broken file must never silently
+    switch the analyzer to other thresholds. Items without a rule get LEGACY_RULE.
     """
     path = Path(path)
     if not path.exists():
+        if required:
+            raise ThresholdsError(f"{path}: no such file")
         return copy.deepcopy(DEFAULT_THRESHOLDS)
     try:
         thresholds = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(thresholds, dict) or not isinstance(thresholds.get("thresholds"), list):
-        raise ValueError(f"{path}: no 'thresholds' list")
+        raise ThresholdsError(f"{path}: not valid JSON ({error})") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ThresholdsError(f"{path}: cannot be read ({error})") from error
+    try:
+        validate_thresholds(thresholds, window, slide)
+    except ThresholdsError as error:
+        raise ThresholdsError(f"{path}: {error}") from None
     for item in thresholds["thresholds"]:
-        if isinstance(item, dict):
-            item.setdefault("rule", LEGACY_RULE)
+        item.setdefault("rule", LEGACY_RULE)
     return thresholds
 
 
@@ -117,13 +199,20 @@ def thresholds_document(params: ThresholdParams, statistics: dict,
 
 class ThresholdsFile:
     """The thresholds file as a cached frame of every rule's rows (rule_thresholds_frame), re-read
-    when its mtime changes: a cheap hot reload between micro-batches."""
+    when its mtime changes: a cheap hot reload between micro-batches.
 
-    def __init__(self, path: Path, log=print):
+    `required`, `window`, `slide`: as read_thresholds. A file that becomes invalid (or missing, if
+    required) keeps the last good thresholds in use; `error` says why until a valid file replaces
+    it, and the log gets one line per distinct error."""
+
+    def __init__(self, path: Path, log=print, required: bool = False, window: str | None = None,
+                 slide: str | None = None):
         self.path, self.log = Path(path), log
+        self.required, self.window, self.slide = required, window, slide
         self.mtime: float | None = -1.0
         self.frame: DataFrame | None = None
         self.version: str | None = None
+        self.error: str | None = None
 
     def _mtime(self) -> float | None:
         try:
@@ -135,17 +224,20 @@ class ThresholdsFile:
         mtime = self._mtime()
         if mtime != self.mtime or self.frame is None:
             try:
-                data = read_thresholds(self.path)
-            except (OSError, ValueError, KeyError, TypeError) as error:
+                data = read_thresholds(self.path, self.required, self.window, self.slide)
+            except ThresholdsError as error:
                 if self.frame is None:
                     raise
                 # A half-written or broken file must not stop the analyzer: keep the last good one.
-                self.log(f"warning: thresholds not reloaded, keeping version {self.version}: {error}")
-                self.mtime = mtime
+                if str(error) != self.error:
+                    self.log(f"warning: thresholds not reloaded, keeping version {self.version}: "
+                             f"{error}")
+                self.error, self.mtime = str(error), mtime
                 return self.frame, self.version
             frame = rule_thresholds_frame(spark, data).cache()
             if self.frame is not None:
                 self.frame.unpersist()
                 self.log(f"thresholds reloaded from {self.path}: version {data.get('version')}")
             self.frame, self.version, self.mtime = frame, data.get("version"), mtime
+            self.error = None
         return self.frame, self.version

@@ -296,7 +296,18 @@ def test_thresholds_file_rule_field_old_files_load_as_error_rate(spark, tmp_path
         {"rule": "error_rate", "scope": "ip", "entity": None, "value": 0.3},
         {"rule": "traffic_drop", "scope": "global", "entity": None, "value": 0.5},
     ]}))
-    data = thresholds_file.read_thresholds(path)
+    # Only a registered rule's thresholds load (a file for another analyzer is refused whole).
+    with pytest.raises(thresholds_file.ThresholdsError, match=r"thresholds\[2\] \(rule traffic_drop, "
+                       r"scope global, entity None\): unknown rule \(known: error_rate"):
+        thresholds_file.read_thresholds(path)
+    registered = "traffic_drop" not in rules.RULES
+    if registered:
+        rules.register("traffic_drop", fire=rules.fire_error_rate, learn=rules.robust_thresholds)
+    try:
+        data = thresholds_file.read_thresholds(path)
+    finally:
+        if registered:
+            del rules.RULES["traffic_drop"]
     assert [item["rule"] for item in data["thresholds"]] == ["error_rate", "error_rate",
                                                              "traffic_drop"]
     assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data), spark.createDataFrame(

@@ -86,6 +86,16 @@ def send(bootstrap, topic, lines, path=None) -> None:
         producer.close()
 
 
+def consume(bootstrap, topic) -> list:
+    """Every record of `topic` (partition by partition), read until 5 s pass without one."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    try:
+        return sorted(consumer, key=lambda record: (record.partition, record.offset))
+    finally:
+        consumer.close()
+
+
 class Capture:
     """foreachBatch sinks that keep every emitted row on the driver."""
 
@@ -119,6 +129,20 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
 
 
+def assert_each_incident_alerts(alerts, truth, thresholds_version) -> None:
+    """Each incident of `truth` has an alert on its entity, in a window overlapping it and starting
+    soon enough after it began, computed with the thresholds of `thresholds_version`."""
+    for incident in truth:
+        start, end = parse_time(incident["start"]), parse_time(incident["end"])
+        latest_start = start + timedelta(seconds=WINDOW_S + TRIGGER_S + 10)
+        matching = [alert for alert in alerts
+                    if alert.entity_type == incident["kind"] and alert.entity == incident["entity"]
+                    and alert.window_start < end and alert.window_end > start
+                    and alert.window_start <= latest_start]
+        assert matching, f"no alert for {incident}"
+        assert all(alert.thresholds_version == thresholds_version for alert in matching)
+
+
 @pytest.mark.slow
 def test_incidents_alert_and_steady_background_does_not(spark, kafka, traffic, tmp_path):
     with_incidents, quiet, truth = traffic
@@ -134,15 +158,7 @@ def test_incidents_alert_and_steady_background_does_not(spark, kafka, traffic, t
     run_available_now(writers["alerts"])
 
     assert fired_quietly.rows == []
-    for incident in truth:
-        start, end = parse_time(incident["start"]), parse_time(incident["end"])
-        latest_start = start + timedelta(seconds=WINDOW_S + TRIGGER_S + 10)
-        matching = [alert for alert in fired.rows
-                    if alert.entity_type == incident["kind"] and alert.entity == incident["entity"]
-                    and alert.window_start < end and alert.window_end > start
-                    and alert.window_start <= latest_start]
-        assert matching, f"no alert for {incident}"
-        assert all(alert.thresholds_version == "defaults" for alert in matching)
+    assert_each_incident_alerts(fired.rows, truth, "defaults")
     # Every alert belongs to an incident: an ip or url alert names an incident's entity, or
     # falls in the global incident (where every IP and URL fails).
     global_incident = truth[2]
@@ -207,18 +223,17 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
     assert queries["dead-letters"]["dead_letters_total"] == 20
     assert queries["alerts"]["alerts_emitted_total"] == len(fired.rows)
 
-    consumer = KafkaConsumer(dlq_topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
-    try:
-        letters = [(record.value, dict(record.headers)) for record in consumer]
-    finally:
-        consumer.close()
-    not_a_log_line = (b"not an Apache access-log line (common/combined format with a valid "
-                      b"[dd/MMM/yyyy:HH:mm:ss Z] timestamp)")
-    assert letters == [                                              # one partition: in order
-        (value, {"reason": b"empty line" if value == b"" else not_a_log_line,
-                 "source": topic.encode()})
-        for value in garbage]
+    letters = [(record.key, record.value, dict(record.headers)) for record in consume(kafka, dlq_topic)]
+    # Each letter keeps its record's key and value and names where it came from (one partition:
+    # in order). Every non-empty garbage line here is unparseable (the bad month has a " #k" tail).
+    assert letters == [
+        (record.key, record.value,
+         {"reason": b"empty_line" if record.value == b"" else b"unparseable",
+          "source": topic.encode(), "source_partition": b"0",
+          "source_offset": str(record.offset).encode(),
+          "source_timestamp": str(record.timestamp).encode()})
+        for record in consume(kafka, topic) if record.value in set(garbage)]
+    assert [letter[1] for letter in letters] == garbage
 
     # The good lines' window counts are exactly those computed without any garbage.
     clean = metrics.entity_window_counts(
@@ -295,6 +310,133 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
                 if alert[0] == "ip" and alert[1] == truth[0]["entity"]
                 and alert[2] < split_time < alert[2] + timedelta(seconds=WINDOW_S)]
     assert spanning, "no alert window spans the restart: the test would not see a lost state"
+
+
+FUTURE_LINE = b'10.6.6.6 - - [01/Jan/2099:00:00:00 +0000] "GET /socks HTTP/1.1" 200 512 "-" "clock/1"'
+BAD_TIMESTAMP_LINE = b'10.6.6.7 - - [31/Feb/2026:09:00:00 +0000] "GET /socks HTTP/1.1" 200 512'
+
+
+def start_with_status(writers, handler, spark, status_path, names=("dead-letters", "alerts")):
+    """The queries `names` started, the analyzer's status listener on; returns (queries, stop)."""
+    listener = status.make_status_listener(handler.stats, status.StatusFile(status_path),
+                                           lambda message: None, handler.thresholds)
+    spark.streams.addListener(listener)
+    queries = [writers[name].start() for name in names]
+
+    def stop():
+        for query in queries:
+            query.stop()
+        spark.streams.removeListener(listener)
+    return queries, stop
+
+
+def process(queries) -> None:
+    for query in queries:
+        query.processAllAvailable()
+
+
+def final_status(status_path, name, **expected) -> dict:
+    """The status of query `name` once its fields reach `expected` (the listener runs async)."""
+    def reached():
+        query = status.read_status(status_path).get("queries", {}).get(name, {})
+        return query if all(query.get(key) == value for key, value in expected.items()) else None
+    return wait_for(reached, 60, f"status of {name} with {expected}")
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.timeout(600)  # three batches of a 3,000-line run on a loaded 2-core machine
+def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, traffic, tmp_path):
+    with_incidents, _, truth = traffic
+    topic, dlq_topic = new_topics(kafka, "future", "future-dlq", partitions=1)
+    fired = Capture()
+    source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
+    writers, handler = analyzer.build_queries(
+        source, alert_sink=fired,
+        dead_letter_sink=analyzer.kafka_sink(
+            kafka, dlq_topic, lambda dead: analyzer.dead_letter_records(dead, topic)),
+        checkpoint=tmp_path / "ck", trigger={"processingTime": "1 second"}, settings=SETTINGS,
+        log=lambda message: None)
+    status_path = tmp_path / "status.json"
+    queries, stop = start_with_status(writers, handler, spark, status_path)
+    late = with_incidents[:5 * RATE]            # the first 5 s of log time, sent again at the end
+    try:
+        # The 2099 line in a micro-batch of its own: before the fix its watermark (2098-12-31T23:59:50)
+        # applied to every later batch and all the traffic was dropped as late.
+        send(kafka, topic, [FUTURE_LINE, BAD_TIMESTAMP_LINE])
+        process(queries)
+        send(kafka, topic, with_incidents)
+        process(queries)
+        # 150 s of log time in: the watermark is ~140 s, so these windows are closed.
+        send(kafka, topic, late)
+        process(queries)
+    finally:
+        stop()
+    assert all(query.exception() is None for query in queries)
+    assert_each_incident_alerts(fired.rows, truth, "defaults")
+
+    sent = consume(kafka, topic)
+    assert [(record.key, record.value, dict(record.headers))
+            for record in consume(kafka, dlq_topic)] == [
+        (sent[offset].key, line, {"reason": reason, "source": topic.encode(),
+                                  "source_partition": b"0", "source_offset": str(offset).encode(),
+                                  "source_timestamp": str(sent[offset].timestamp).encode()})
+        for offset, (line, reason) in enumerate([(FUTURE_LINE, b"future_timestamp"),
+                                                 (BAD_TIMESTAMP_LINE, b"bad_timestamp")])]
+    assert sent[0].key == b"10.6.6.6"
+
+    total = 2 + len(with_incidents) + len(late)
+    dead = final_status(status_path, "dead-letters", rows_read_total=total)
+    assert (dead["dead_letters_total"], dead["future_timestamps_total"]) == (2, 1)
+    alerts = final_status(status_path, "alerts", rows_read_total=total)
+    assert alerts["watermark"].startswith("2026-11-28T09:02:")
+    # Late lines are counted, not dropped in silence: Spark's numRowsDroppedByWatermark counts
+    # (window, entity) rows of the partial aggregation: per line of `late` 3 windows (30 s every
+    # 10 s) of its global, ip and url entities, one row per distinct (window, entity).
+    lines = access_log.parse_access_log(
+        spark.createDataFrame([(line.decode(),) for line in late], "value string"))
+    late_rows = metrics.entity_window_counts(lines, SETTINGS.window, SETTINGS.slide).count()
+    assert alerts["late_rows_dropped_total"] == late_rows > 0
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.timeout(600)  # two batches of a 3,000-line run on a loaded 2-core machine
+def test_a_bad_thresholds_file_on_hot_reload_keeps_the_last_good_one(spark, kafka, traffic,
+                                                                     tmp_path):
+    with_incidents, _, truth = traffic
+    path = tmp_path / "thresholds.json"
+    good = {"version": "good", "thresholds": thresholds_file.DEFAULT_THRESHOLDS["thresholds"]}
+    path.write_text(json.dumps(good))
+    settings = dataclasses.replace(SETTINGS, thresholds_path=path, thresholds_required=True)
+    (topic,) = new_topics(kafka, "reload", partitions=1)
+    fired, messages = Capture(), []
+    source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
+    writers, handler = analyzer.build_queries(
+        source, alert_sink=fired, dead_letter_sink=Capture(), checkpoint=tmp_path / "ck",
+        trigger={"processingTime": "1 second"}, settings=settings, log=messages.append)
+    status_path = tmp_path / "status.json"
+    queries, stop = start_with_status(writers, handler, spark, status_path, names=("alerts",))
+    first = 15 * RATE                           # the traffic before the first incident (20 s)
+    try:
+        send(kafka, topic, with_incidents[:first])
+        process(queries)
+        assert fired.rows == []
+        path.write_text(json.dumps({"version": "bad", "thresholds": [
+            {"rule": "error_rate", "scope": "ip", "entity": None, "value": "0.3"}]}))
+        os.utime(path, (1, 1))                  # a new mtime, whatever the clock's resolution
+        send(kafka, topic, with_incidents[first:])
+        process(queries)
+        assert queries[0].isActive and queries[0].exception() is None
+    finally:
+        stop()
+    error = (f"{path}: thresholds[0] (rule error_rate, scope ip, entity None): value '0.3' is not a "
+             "number")
+    assert messages == [f"warning: thresholds not reloaded, keeping version good: {error}"]
+    assert_each_incident_alerts(fired.rows, truth, "good")
+    assert {alert.thresholds_version for alert in fired.rows} == {"good"}
+    alerts = final_status(status_path, "alerts", rows_read_total=len(with_incidents))
+    assert (alerts["thresholds_version"], alerts["thresholds_error"]) == ("good", error)
 
 
 def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
