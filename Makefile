@@ -51,6 +51,12 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) finale/evaluate.py $(ARGS)
 
+# The same on a real access log (finale/evaluate_real.py, finale/data/README.md): false alerts per
+# hour of real traffic, recall and latency of incidents injected into it.
+.PHONY: evaluate-real
+evaluate-real: $(VENV)/.installed
+	$(PY) finale/evaluate_real.py finale/data/secrepo-2021-10-22-to-26.log.gz $(ARGS)
+
 # Removes the venv and the local state (broker data, checkpoints, thresholds); .cache keeps the jars.
 clean:
 	-@test -x $(PY) && $(PY) finale/local_kafka.py stop

@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:
 from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, silence_stdout  # noqa: E402
 # AlertBook: the latest version per alert_id; emitted_at changes at every (re-)emission of the
 # same content, so it is not part of "what changed".
-from incidents import AlertBook, clock  # noqa: E402
+from incidents import AlertBook, cause, clock  # noqa: E402
 COLUMNS = ("EMITTED", "SEVERITY", "SCOPE", "ENTITY", "WINDOW (UTC)", "REQUESTS", "ERRORS",
            "RATE", "THRESHOLD")
 # Rules whose threshold is a number of requests per window, not a rate (rules.py: surge).
@@ -66,9 +66,14 @@ def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None 
             _number(alert.get("error_rate"), ".1%"),
             _number(alert.get("threshold"),
                     ".1f" if alert.get("rule") in COUNT_THRESHOLD_RULES else ".1%"),
+            cause(alert),
         ))
+    # The CAUSE column only when an alert has one: alerts of analyzers before the cause fields
+    # keep their table.
+    columns = COLUMNS + ("CAUSE",) if any(row[-1] for row in rows) else COLUMNS
+    rows = [row[:len(columns)] for row in rows]
     right_aligned = {5, 6, 7, 8}
-    widths = [max([len(COLUMNS[i])] + [len(row[i]) for row in rows]) for i in range(len(COLUMNS))]
+    widths = [max([len(columns[i])] + [len(row[i]) for row in rows]) for i in range(len(columns))]
 
     def line(cells, severity: str | None = None) -> str:
         out = []
@@ -79,7 +84,7 @@ def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None 
             out.append(padded)
         return "  ".join(out).rstrip()
 
-    lines = [line(COLUMNS)]
+    lines = [line(columns)]
     lines += [line(row, row[1].lower()) for row in rows]
     hidden = len(alerts) - len(rows)
     if hidden > 0:

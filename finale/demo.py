@@ -47,8 +47,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
-from incidents import (AlertBook, Truth, clock, is_own_alert, match_incident, parse_time,  # noqa: E402
-                       read_truth)
+from incidents import (AlertBook, Truth, cause, clock, is_own_alert, match_incident,  # noqa: E402
+                       parse_time, read_truth)
 from settings import ROOT  # noqa: E402
 from status import read_status  # noqa: E402
 
@@ -132,7 +132,8 @@ def _alert_line(alert: dict, incident: Truth | None, raised: datetime) -> str:
             f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
             f"window {clock(alert.get('window_start'))}-{clock(alert.get('window_end'))} "
             f"{alert.get('errors')}/{alert.get('requests')} -> "
-            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident"))
+            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident")
+            + (f"; cause: {cause(alert)}" if cause(alert) else ""))
 
 
 def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:

@@ -71,6 +71,23 @@ def clock(value) -> str:
     return text[11:19] if len(text) >= 19 and text[10] in "T " else text
 
 
+def cause(alert: dict) -> str:
+    """What an alert says of its cause (rules.CAUSE_COLUMNS), '' for an alert without those fields:
+    a global alert's top ip and top url with their errors/requests, or an ip/url alert's share of
+    its window's errors."""
+    top = alert.get("top_entities")
+    if top:
+        firsts = {}
+        for entry in top:  # ip entries first, each scope most errors first
+            firsts.setdefault(entry.get("entity_type"), entry)
+        return ", ".join(f"{scope} {e.get('entity')} {e.get('errors')}/{e.get('requests')}"
+                         for scope, e in firsts.items())
+    share = alert.get("error_share")
+    if isinstance(share, (int, float)):
+        return f"{share:.0%} of the window's errors"
+    return ""
+
+
 def write_truth(path: str, incidents: tuple[Incident, ...], start: float) -> str | None:
     """Write the truth file; None, or the one-line error if it cannot be written."""
     try:

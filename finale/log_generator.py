@@ -39,7 +39,9 @@ Output, one of:
 Lines are written in batches when due (line i at t0 + i/rate of wall time). --history HOURS writes
 HOURS of log time (round(HOURS*3600*rate) lines, ending now unless --start-time) as fast as
 possible to --output, for the threshold job. --replay FILE sends an existing access log as it is,
-at --rate lines/s or, with --speed X, at X times the pace of its own timestamps.
+at --rate lines/s or, with --speed X, at X times the pace of its own timestamps; --incident and
+--truth work with it too (times from the log's first timestamp, incident lines added to the real
+ones, which stay unchanged and in their order: finale/replay.py).
 
 Reproducibility: line i is a pure function of (--seed, the model options, --rate, --start-time,
 the incidents, i): the same options give byte-identical lines whatever the output or the pace.
@@ -523,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "url=/cart@60+15, global@90+10)")
     incidents.add_argument("--incident-error-rate", type=percent, default=90.0, metavar="PI",
                            help="%% of the requests that fail during an incident (0..100)")
+    incidents.add_argument("--incident-rate", type=positive_float, default=None, metavar="R",
+                           help="with --replay: lines per second of log time each incident adds "
+                                "(default 2; see finale/replay.py)")
     incidents.add_argument("--truth", default=None, metavar="FILE",
                            help="write each incident as a JSON line: kind, entity, start, end "
                                 "(ISO 8601 UTC log time)")
@@ -536,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write HOURS of log time, round(HOURS*3600*rate) lines, as fast as "
                             "possible to --output (start: --start-time, default now - HOURS)")
     modes.add_argument("--replay", default=None, metavar="FILE",
-                       help="send the lines of an existing access log unchanged, at --rate lines/s")
+                       help="send the lines of an existing access log (.gz too) unchanged, at "
+                            "--rate lines/s; with --incident, START counts from its first "
+                            "timestamp and each incident adds its own lines (--incident-rate)")
     modes.add_argument("--speed", type=positive_float, default=None, metavar="X",
                        help="with --replay: at X times the pace of the log's own timestamps")
     return parser
@@ -557,16 +564,18 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
         if args.count is not None or args.duration is not None:
             parser.error("argument --history: HOURS sets the number of lines, drop --count/--duration")
     if args.replay is not None:
-        for flag, value in (("--history", args.history), ("--truth", args.truth),
-                            ("--duration", args.duration)):
+        for flag, value in (("--history", args.history), ("--duration", args.duration)):
             if value is not None:
                 parser.error(f"argument --replay: cannot be combined with {flag}")
-        if args.incident:
-            parser.error("argument --replay: cannot be combined with --incident (the file is sent as it is)")
         if not os.path.isfile(args.replay) or not os.access(args.replay, os.R_OK):
             parser.error(f"argument --replay: cannot read {args.replay!r}")
     if args.speed is not None and args.replay is None:
         parser.error("argument --speed: only with --replay")
+    if args.incident_rate is not None and args.replay is None:
+        parser.error("argument --incident-rate: only with --replay (generated incidents fail "
+                     "the generated traffic)")
+    if args.replay is not None and args.incident_rate is None:
+        args.incident_rate = 2.0
     if args.serve_tcp and (args.output is not None or args.replay is not None):
         parser.error("argument --host/--port: the TCP server cannot be combined with --output or --replay")
     if args.serve_tcp and args.stats_file is not None:

@@ -44,7 +44,15 @@ Inhibition (by default, each rule within itself): in a window where the global s
 ip and url alerts of that same window and rule are left out, like an Alertmanager inhibit rule:
 one global alert instead of an alert storm (one per IP and per URL) when all traffic fails, or
 when all traffic doubles. An error_rate alert never inhibits a surge alert, nor the reverse: a
-flood during an outage is a second fact, not a consequence.
+flood during an outage is a second fact, not a consequence. Except the cause: an error_rate ip/url
+alert whose entity holds at least `cause_share` (default 0.5) of its window's errors is kept, since
+that entity is why the global rate is up (a scanner on a quiet site) and its alert says what to
+block.
+
+Cause fields (CAUSE_COLUMNS, null where they do not apply, and for rules that do not set them): an
+error_rate ip/url alert carries `error_share` (its errors / the global errors of its window); a
+global one carries `top_entities`, the TOP_ENTITIES ip and url entries with the most errors in its
+window (entity_type, entity, requests, errors; ip first, then by errors, most first).
 """
 from __future__ import annotations
 
@@ -62,8 +70,15 @@ CRITICAL_FACTOR = 2.0
 CRITICAL_RATE = 0.5
 # 1.4826 * MAD estimates the standard deviation of a normal distribution, so z reads as "sigmas".
 MAD_TO_SIGMA = 1.4826
+# Why an alert fired (rules.alerts): new fields after the original ones, so readers of the
+# earlier alerts keep working; null where they do not apply (and for rules that do not set them).
+CAUSE_COLUMNS = ("error_share", "top_entities")
 ALERT_COLUMNS = ("alert_id", "rule", "entity_type", "entity", "window_start", "window_end",
-                 "requests", "errors", "error_rate", "threshold", "thresholds_version", "severity")
+                 "requests", "errors", "error_rate", "threshold", "thresholds_version", "severity",
+                 *CAUSE_COLUMNS)
+# Entries per scope (ip, url) in a global alert's top_entities.
+TOP_ENTITIES = 3
+TOP_ENTITIES_TYPE = "array<struct<entity_type:string,entity:string,requests:bigint,errors:bigint>>"
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,8 @@ def fire_all(counts: DataFrame, thresholds: DataFrame, settings: Settings,
              for rule in RULES.values()]
     union = fired[0]
     for frame in fired[1:]:
-        union = union.unionByName(frame)
+        # A rule without the cause fields gets them as nulls.
+        union = union.unionByName(frame, allowMissingColumns=True)
     return union
 
 
@@ -179,24 +195,27 @@ def robust_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
 
 def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_errors: int,
            z: float, thresholds_version: str | None = None, *,
-           inhibit_by_global: bool = True) -> DataFrame:
+           inhibit_by_global: bool = True, cause_share: float = Settings.cause_share) -> DataFrame:
     """The windows of `counts` (entity_window_counts' output) that fire, with ALERT_COLUMNS.
 
     Threshold of a row: the one of its exact entity (scope = entity_type, entity = entity), else the
     population one of its scope (entity null), else the global population one. Rows without any
     threshold never fire. `thresholds_version` is copied into every alert (the file's "version").
     With `inhibit_by_global` (the default), the ip and url alerts of a window (same window_start
-    and window_end) in which the global scope alerts in this same call are left out.
+    and window_end) in which the global scope alerts in this same call are left out, except those
+    with error_share >= `cause_share`. The cause fields (CAUSE_COLUMNS) are computed from `counts`.
     Meant for static frames (the analyzer calls it inside foreachBatch).
     """
     candidates = counts.where(
         (F.col("requests") >= F.lit(int(min_requests))) & (F.col("errors") >= F.lit(int(min_errors)))
     )
     with_threshold = with_thresholds(candidates, thresholds, global_fallback=True)
-    firing = with_threshold.where(
-        wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold"))
+    firing = with_cause(
+        with_threshold.where(
+            wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")),
+        counts)
     if inhibit_by_global:
-        firing = inhibited_by_global(firing)
+        firing = inhibited_by_global(firing, cause_share)
     critical = ((F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
                 | (F.col("error_rate") >= CRITICAL_RATE))
     return alert_columns(firing, RULE, thresholds_version, critical)
@@ -236,7 +255,8 @@ def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
 
 def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
                   critical: Column) -> DataFrame:
-    """The firing rows of `rule` (counts columns + threshold) as alerts (ALERT_COLUMNS)."""
+    """The firing rows of `rule` (counts columns + threshold, + the cause fields if it has them)
+    as alerts (ALERT_COLUMNS)."""
     return firing.select(
         alert_id_column(F.lit(rule), F.col("entity_type"), F.col("entity"),
                         F.col("window_start"), F.col("window_end")).alias("alert_id"),
@@ -251,11 +271,60 @@ def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
         F.col("threshold").cast("double").alias("threshold"),
         F.lit(thresholds_version).cast("string").alias("thresholds_version"),
         F.when(critical, F.lit("critical")).otherwise(F.lit("warning")).alias("severity"),
+        # The cause fields of the rules that compute them (with_cause); fire_all gives the others nulls.
+        *[column for column in CAUSE_COLUMNS if column in firing.columns],
     )
 
 
-def inhibited_by_global(firing: DataFrame) -> DataFrame:
-    """`firing` without the ip/url alerts of the windows in which the global scope fires."""
+def with_cause(firing: DataFrame, counts: DataFrame) -> DataFrame:
+    """`firing` (rows of `counts`) + error_share (ip/url rows: errors / the global errors of the
+    window) + top_entities (global rows: the TOP_ENTITIES ip and url rows of `counts` with the most
+    errors in the window). Built-ins only: a join and a window rank on the (static) counts.
+
+    In the analyzer `counts` is a micro-batch's updated rows: the global row of a window is in
+    every batch that updates one of its entities (every line counts in the global scope), so
+    error_share is exact; top_entities ranks the entities updated in that batch, which holds the
+    lines that changed the global count (a scanner's own lines are in the batch where it fires).
+    """
+    window_key = [F.col("window_start").alias("_c_start"), F.col("window_end").alias("_c_end")]
+    same_window = ((F.col("window_start") == F.col("_c_start"))
+                   & (F.col("window_end") == F.col("_c_end")))
+    global_errors = (counts.where(F.col("entity_type") == "global")
+                     .groupBy(*window_key).agg(F.max("errors").alias("_global_errors")))
+    rank = Window.partitionBy("window_start", "window_end", "entity_type").orderBy(
+        F.col("errors").desc(), F.col("entity"))
+    # sort_array on (entity_type, rank, ...) orders ip before url, then by rank; transform drops
+    # the rank from the published struct.
+    top = (
+        counts.where(F.col("entity_type").isin("ip", "url") & (F.col("errors") > 0))
+        .withColumn("_rank", F.row_number().over(rank))
+        .where(F.col("_rank") <= F.lit(TOP_ENTITIES))
+        .groupBy(*window_key)
+        .agg(F.sort_array(F.collect_list(F.struct("entity_type", "_rank", "entity", "requests",
+                                                  "errors"))).alias("_top"))
+        .select("_c_start", "_c_end",
+                F.transform("_top", lambda e: F.struct(
+                    e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
+                    e["requests"].cast("long").alias("requests"),
+                    e["errors"].cast("long").alias("errors"))).alias("_top_entities"))
+    )
+    is_global = F.col("entity_type") == "global"
+    return (
+        firing
+        .join(F.broadcast(global_errors), same_window, "left").drop("_c_start", "_c_end")
+        .join(top, same_window & is_global, "left").drop("_c_start", "_c_end")
+        .withColumn("error_share",
+                    F.when(~is_global & (F.col("_global_errors") > 0),
+                           (F.col("errors") / F.col("_global_errors")).cast("double")))
+        .withColumn("top_entities",
+                    F.when(is_global, F.col("_top_entities")).cast(TOP_ENTITIES_TYPE))
+        .drop("_global_errors", "_top_entities")
+    )
+
+
+def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_share) -> DataFrame:
+    """`firing` without the ip/url alerts of the windows in which the global scope fires, except
+    those whose error_share (with_cause, when the rule computes it) is at least `cause_share`."""
     # Inhibition, like an Alertmanager inhibit rule: when all traffic fails, every IP and URL
     # fails too and would raise one alert each on top of the global one (a real demo run gave
     # 3 global + 69 ip + 103 url alerts for one global incident). The global alert says it
@@ -267,6 +336,10 @@ def inhibited_by_global(firing: DataFrame) -> DataFrame:
     # batch, the global alert of a window is always seen together with its entities. Entity
     # alerts emitted in an earlier batch, before the global crossed its threshold, stay
     # (alerts are never retracted).
+    # The exception: when one IP or URL holds most of the window's errors, it is the cause of the
+    # global alert, not a victim of it (a scanner alone in a quiet window): its alert is kept.
+    not_the_cause = (F.coalesce(F.col("error_share"), F.lit(0.0)) < F.lit(float(cause_share))
+                     if "error_share" in firing.columns else F.lit(True))
     global_windows = (
         firing.where(F.col("entity_type") == "global")
         .select(F.col("window_start").alias("_g_start"), F.col("window_end").alias("_g_end"))
@@ -275,7 +348,7 @@ def inhibited_by_global(firing: DataFrame) -> DataFrame:
     return firing.join(
         F.broadcast(global_windows),
         (F.col("window_start") == F.col("_g_start")) & (F.col("window_end") == F.col("_g_end"))
-        & (F.col("entity_type") != "global"),
+        & (F.col("entity_type") != "global") & not_the_cause,
         "left_anti")
 
 
@@ -297,7 +370,8 @@ def alert_id_column(rule: Column, entity_type: Column, entity: Column,
 def fire_error_rate(counts: DataFrame, thresholds: DataFrame, settings: Settings,
                     thresholds_version: str | None = None) -> DataFrame:
     return alerts(counts, thresholds, settings.min_requests, settings.min_errors, settings.z,
-                  thresholds_version, inhibit_by_global=settings.inhibit_by_global)
+                  thresholds_version, inhibit_by_global=settings.inhibit_by_global,
+                  cause_share=settings.cause_share)
 
 
 register(RULE, fire=fire_error_rate, learn=robust_thresholds)

@@ -43,6 +43,9 @@ class Settings:
     thresholds_required: bool = False
     # A firing global alert inhibits the ip/url alerts of its window (rules.alerts).
     inhibit_by_global: bool = True
+    # ... except the alert of an ip/url holding at least this share of the window's errors: the
+    # cause of the global alert (a majority by default).
+    cause_share: float = 0.5
 
 
 @dataclass(frozen=True)

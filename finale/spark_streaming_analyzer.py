@@ -20,7 +20,8 @@ Two streaming queries read the topic `http-logs` (one Apache access-log line per
   rate significantly above its threshold, rules.alerts; the requests significantly above their
   learned baseline, rules.surge_alerts) and writes them to `alerts`, key =
   alert_id, value = the alert as JSON. A global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
-  all traffic fails); --no-inhibit keeps them.
+  all traffic fails), except those of an entity holding --cause-share of the window's errors (the
+  cause); --no-inhibit keeps them all.
 
 The thresholds file (threshold_job.py's output) is validated whole before Spark starts (exit 2 naming
 the entry) and re-read when its mtime changes (an invalid new file: the last good one stays in use);
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-inhibit", dest="inhibit_by_global", action="store_false",
         help="keep the ip/url alerts of windows in which the global scope alerts (default: a "
              "global alert inhibits them)")
+    add("--cause-share", type=float, default=Settings.cause_share,
+        help="an ip/url alert holding at least this share (0..1] of its window's errors is the "
+             "cause of the global alert and is never inhibited")
     add("--thresholds", type=Path, default=None,
         help=f"thresholds JSON of threshold_job.py, re-read when it changes; must exist and be "
              f"valid (unset: {DEFAULT_THRESHOLDS.relative_to(DEFAULT_THRESHOLDS.parents[2])} if it "
@@ -288,6 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.max_offsets_per_trigger < 0:
         parser.error(f"--max-offsets-per-trigger must be >= 0 (0: no limit), "
                      f"got {args.max_offsets_per_trigger}")
+    if not 0 < args.cause_share <= 1:
+        parser.error(f"--cause-share must be in (0, 1], got {args.cause_share}")
     if not args.confidence_z >= 0:
         parser.error(f"--confidence-z must be >= 0, got {args.confidence_z}")
     if not args.bootstrap_servers.strip():
@@ -309,7 +315,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     min_requests=args.min_requests, min_errors=args.min_errors,
                     z=args.confidence_z, thresholds_path=args.thresholds,
                     thresholds_required=args.thresholds_required, max_future=args.max_future,
-                    inhibit_by_global=args.inhibit_by_global)
+                    inhibit_by_global=args.inhibit_by_global, cause_share=args.cause_share)
 
 
 def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15.0) -> str | None:

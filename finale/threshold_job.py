@@ -141,6 +141,14 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
                         help="minimum margin above the median: median + delta")
 
 
+def threshold_params(args: argparse.Namespace) -> ThresholdParams:
+    """The ThresholdParams of parsed --window/--slide and add_threshold_options' flags."""
+    return ThresholdParams(window=args.window, slide=args.slide,
+                           min_window_requests=args.min_window_requests,
+                           min_entity_windows=args.min_entity_windows,
+                           quantile=args.quantile, z=args.z, delta=args.delta)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="threshold_job.py",
@@ -240,10 +248,7 @@ def build_session(master: str, kafka: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    params = ThresholdParams(window=args.window, slide=args.slide,
-                             min_window_requests=args.min_window_requests,
-                             min_entity_windows=args.min_entity_windows,
-                             quantile=args.quantile, z=args.z, delta=args.delta)
+    params = threshold_params(args)
     session: list[SparkSession] = []
 
     def job() -> int:

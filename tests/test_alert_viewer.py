@@ -98,6 +98,26 @@ def test_render_table_surge_threshold_is_requests_not_a_rate():
         "09:00:50  warning   ip     10.0.0.7  09:00:00-09:00:30       300       0  0.0%       24.5")
 
 
+def test_render_table_cause_column_when_an_alert_names_its_cause():
+    scanner = dict(A2, error_share=54 / 55, top_entities=None)
+    named = dict(C1, error_share=None, top_entities=[
+        {"entity_type": "ip", "entity": "198.51.100.7", "requests": 60, "errors": 54},
+        {"entity_type": "ip", "entity": "10.0.0.2", "requests": 1, "errors": 1},
+        {"entity_type": "url", "entity": "/wp-login.php", "requests": 54, "errors": 54}])
+    expected = (
+        "EMITTED   SEVERITY  SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS   RATE  THRESHOLD"
+        "  CAUSE\n"
+        "09:00:40  warning   global  *         09:00:10-09:00:40      1000     120  12.0%       5.0%"
+        "  ip 198.51.100.7 54/60, url /wp-login.php 54/54\n"
+        "09:00:31  critical  ip      10.0.0.1  09:00:00-09:00:30        40      30  75.0%       5.0%"
+        "  98% of the window's errors"
+    )
+    assert viewer.render_table([named, scanner]) == expected
+    # Alerts without the cause fields (an older analyzer): no CAUSE column, as before.
+    assert viewer.render_table([C1, A2]) == viewer.render_table([dict(C1, top_entities=None), A2])
+    assert "CAUSE" not in viewer.render_table([C1, A2])
+
+
 def test_bad_flag_is_one_line_and_status_2():
     result = subprocess.run([sys.executable, str(ROOT / "finale" / "alert_viewer.py"),
                              "--max-alerts", "0"], capture_output=True, text=True, timeout=30)

@@ -18,7 +18,9 @@ COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type stri
                  "requests long, errors long, error_rate double")
 ALERTS_SCHEMA = ("alert_id string, rule string, entity_type string, entity string, "
                  "window_start timestamp, window_end timestamp, requests long, errors long, "
-                 "error_rate double, threshold double, thresholds_version string, severity string")
+                 "error_rate double, threshold double, thresholds_version string, severity string, "
+                 "error_share double, top_entities array<struct<entity_type:string,entity:string,"
+                 "requests:bigint,errors:bigint>>")
 
 
 def t(second: int, minute: int = 0) -> datetime:
@@ -124,14 +126,19 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
     fired = rules.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
                          thresholds_version="v1", inhibit_by_global=False)
 
+    # error_share: the entity's errors / the 150 global errors of W. top_entities: the 3 ips and
+    # the urls with errors, most first (ties by name).
+    top = [("ip", "10.0.0.4", 100, 34), ("ip", "10.0.0.1", 20, 10), ("ip", "10.0.0.9", 20, 10),
+           ("url", "/x", 20, 10), ("url", "/quiet", 100, 3)]
     expected = spark.createDataFrame([
         (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
-         "critical"),
-        (alert_id("url", "/x"), "error_rate", "url", "/x", *W, 20, 10, 0.5, 0.10, "v1", "critical"),
+         "critical", 10 / 150, None),
+        (alert_id("url", "/x"), "error_rate", "url", "/x", *W, 20, 10, 0.5, 0.10, "v1", "critical",
+         10 / 150, None),
         (alert_id("url", "/quiet"), "error_rate", "url", "/quiet", *W, 100, 3, 0.03, 0.01, "v1",
-         "critical"),
+         "critical", 3 / 150, None),
         (alert_id("global", "*"), "error_rate", "global", "*", *W, 1000, 150, 0.15, 0.10, "v1",
-         "warning"),
+         "warning", None, top),
     ], ALERTS_SCHEMA)
     assert fired.columns == list(rules.ALERT_COLUMNS)
     assertDataFrameEqual(fired, expected)
@@ -153,21 +160,23 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
         # 10/20: bound (0.5 + 0.025 - sqrt(0.0125 + 0.000625)) / 1.05 = 0.3909 > 0.30, critical
         (*w1, "ip", "10.0.0.1", 20, 10, 0.5),
         (*w1, "url", "/x", 20, 10, 0.5),
-        # 5/100: bound (0.05 + 0.005 - sqrt(0.000475 + 0.000025)) / 1.01 = 0.0323 < 0.10
-        (*w2, "global", "*", 100, 5, 0.05),
+        # 10/100: bound (0.1 + 0.005 - sqrt(0.0009 + 0.000025)) / 1.01 = 0.0738 < 0.10
+        (*w2, "global", "*", 100, 10, 0.1),
         (*w2, "ip", "10.0.0.2", 20, 10, 0.5),
     ], COUNTS_SCHEMA)
     thresholds = spark.createDataFrame(
         [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)], thresholds_file.THRESHOLDS_SCHEMA)
 
-    def row(entity_type, entity, window, requests, errors, threshold):
+    def row(entity_type, entity, window, requests, errors, threshold, share=None, top=None):
         return (alert_id(entity_type, entity, window), "error_rate", entity_type, entity, *window,
-                requests, errors, errors / requests, threshold, "v1", "critical")
+                requests, errors, errors / requests, threshold, "v1", "critical", share, top)
 
-    global_w1 = row("global", "*", w1, 100, 50, 0.10)
-    ip_w1 = row("ip", "10.0.0.1", w1, 20, 10, 0.30)
-    url_w1 = row("url", "/x", w1, 20, 10, 0.30)
-    ip_w2 = row("ip", "10.0.0.2", w2, 20, 10, 0.30)
+    global_w1 = row("global", "*", w1, 100, 50, 0.10,
+                    top=[("ip", "10.0.0.1", 20, 10), ("url", "/x", 20, 10)])
+    # 10 of the 50 errors of W1 (0.2 < the 0.5 cause share): inhibited.
+    ip_w1 = row("ip", "10.0.0.1", w1, 20, 10, 0.30, share=0.2)
+    url_w1 = row("url", "/x", w1, 20, 10, 0.30, share=0.2)
+    ip_w2 = row("ip", "10.0.0.2", w2, 20, 10, 0.30, share=1.0)
 
     inhibited = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1")
     assert inhibited.columns == list(rules.ALERT_COLUMNS)
@@ -176,6 +185,41 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
     everything = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
     assertDataFrameEqual(everything,
                          spark.createDataFrame([global_w1, ip_w1, url_w1, ip_w2], ALERTS_SCHEMA))
+
+
+def test_scanner_alone_in_a_quiet_window_keeps_its_alerts_and_is_named_by_the_global_one(spark):
+    # Issue 12's case: a quiet 30 s window (4 ordinary requests, one of them a 404) and a scanner,
+    # one IP, 60 requests in 30 s (2 a second), 54 of them 404 on one /wp-admin/ URL and 6 of /.
+    scanner, probe = "198.51.100.7", "/wp-admin/setup-config.php"
+    lines = [line("10.0.0.1", second, "GET / HTTP/1.1", 200) for second in (3, 11, 24)]
+    lines.append(line("10.0.0.2", 17, "GET /feed HTTP/1.1", 404))
+    for k in range(60):
+        request = "GET / HTTP/1.1" if k % 10 == 0 else f"GET {probe} HTTP/1.1"
+        lines.append(line(scanner, k // 2, request, 200 if k % 10 == 0 else 404))
+    logs = access_log.parse_access_log(spark.createDataFrame([(v,) for v in lines], "value string"))
+    counts = metrics.entity_window_counts(logs, "30 seconds", "30 seconds")  # one window: W
+    thresholds = spark.createDataFrame([("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
+                                       thresholds_file.THRESHOLDS_SCHEMA)
+
+    # W: 64 requests, 55 errors. The scanner holds 54 of them, and so does its probe URL: share
+    # 54/55 >= 0.5, the cause, kept despite the global alert. 10.0.0.2 and /feed (1 request, 1
+    # error) do not fire (min_requests 5) but are in top_entities; / (9 requests, 0 errors) is not.
+    # Wilson bounds at z = 3 (55/64: 0.70, 54/60: 0.72, 54/54: 1/1.1667 = 0.857) are far above.
+    top = [("ip", scanner, 60, 54), ("ip", "10.0.0.2", 1, 1), ("url", probe, 54, 54),
+           ("url", "/feed", 1, 1)]
+    global_alert = (alert_id("global", "*"), "error_rate", "global", "*", *W, 64, 55, 55 / 64, 0.10,
+                    "v1", "critical", None, top)
+    expected = spark.createDataFrame([
+        global_alert,
+        (alert_id("ip", scanner), "error_rate", "ip", scanner, *W, 60, 54, 0.9, 0.30, "v1",
+         "critical", 54 / 55, None),
+        (alert_id("url", probe), "error_rate", "url", probe, *W, 54, 54, 1.0, 0.30, "v1",
+         "critical", 54 / 55, None),
+    ], ALERTS_SCHEMA)
+    assertDataFrameEqual(rules.alerts(counts, thresholds, 5, 3, 3.0, "v1"), expected)
+    # Only a sole cause kept (cause_share 1.0): 54/55 is not enough, both are inhibited.
+    assertDataFrameEqual(rules.alerts(counts, thresholds, 5, 3, 3.0, "v1", cause_share=1.0),
+                         spark.createDataFrame([global_alert], ALERTS_SCHEMA))
 
 
 def test_alerts_min_requests_and_min_errors_gates(spark):

@@ -525,6 +525,12 @@ def test_cli_no_inhibit_reaches_the_settings():
     assert analyzer.settings_from_args(analyzer.parse_args([])).inhibit_by_global is True
     assert analyzer.settings_from_args(analyzer.parse_args(["--no-inhibit"])).inhibit_by_global is False
     assert analyzer.Settings().inhibit_by_global is True
+    assert analyzer.settings_from_args(analyzer.parse_args([])).cause_share == 0.5
+    assert analyzer.settings_from_args(
+        analyzer.parse_args(["--cause-share", "1"])).cause_share == 1.0
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            analyzer.parse_args(["--cause-share", bad])
 
 
 def test_cli_one_line_errors(kafka, capsys):
