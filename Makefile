@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test demo clean
+.PHONY: setup jars prereqs test demo clean secret
 
 setup: $(VENV)/.installed jars
 
@@ -37,6 +37,17 @@ demo: setup
 .PHONY: evaluate
 evaluate: $(VENV)/.installed
 	$(PY) finale/evaluate.py $(ARGS)
+
+# One-time step of `--secure` and docker compose: the shared Spark secret, 64 random hex digits, in
+# the git-ignored .secrets/ (mode 0700: only you can read what is inside; the file itself is 0644
+# so that the non-root user of the containers can read the compose secret bind-mounted from it).
+# An existing secret is kept: every Spark process of a deployment must share the same one.
+SECRET_FILE := .secrets/spark-authenticate.secret
+secret: $(SECRET_FILE)
+$(SECRET_FILE):
+	@mkdir -p $(@D) && chmod 700 $(@D)
+	@umask 022 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > $@.tmp && mv $@.tmp $@
+	@echo "created $@ (keep it out of git; share it only with the Spark processes of this deployment)"
 
 # Removes the venv and the local state (broker data, checkpoints, thresholds); .cache keeps the jars.
 clean:

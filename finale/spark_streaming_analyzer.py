@@ -26,6 +26,7 @@ replaces its previous copy in the compacted `alerts` topic. One status line per 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -46,6 +47,7 @@ from pyspark.sql.streaming import DataStreamWriter  # noqa: E402
 from access_log import parse_access_log  # noqa: E402
 from alerting import (ALERT_COLUMNS, DEFAULT_THRESHOLDS_PATH, alerts,  # noqa: E402
                       entity_window_counts, read_thresholds, thresholds_frame)
+import spark_security  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
@@ -321,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="thresholds JSON of threshold_job.py, re-read when it changes (absent: defaults)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
         help="checkpoint folder, one sub-folder per query")
-    add("--master", default="local[2]", help="Spark master URL")
+    add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
+        help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
+    add("--status-file", type=Path, default=None,
+        help="JSON file replaced after every micro-batch with each query's last batch (unset: none)")
+    spark_security.add_security_options(parser)
     return parser
 
 
@@ -381,9 +387,24 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
     return None
 
 
-def make_status_listener(handler: AlertBatch, log: Callable[[str], None]):
-    """One line per micro-batch and query: lines in, dead letters / window rows and alerts out."""
+def make_status_listener(handler: AlertBatch, log: Callable[[str], None],
+                         status_file: Path | None = None):
+    """One line per micro-batch and query: lines in, dead letters / window rows and alerts out.
+    With `status_file`, also the last batch of each query as JSON, replaced after every batch
+    (the healthcheck of docker compose: the file exists once every query has run a batch)."""
     from pyspark.sql.streaming import StreamingQueryListener
+
+    last_batches: dict[str, dict] = {}
+
+    def write_status(progress) -> None:
+        last_batches[progress.name] = {"id": str(progress.id), "batch": progress.batchId,
+                                       "input_rows": progress.numInputRows,
+                                       "timestamp": progress.timestamp}
+        if status_file is not None and len(last_batches) == 2:
+            # Written aside then renamed: a reader never sees half a file.
+            partial = status_file.with_name(f".{status_file.name}.partial")
+            partial.write_text(json.dumps({"queries": last_batches}, sort_keys=True))
+            os.replace(partial, status_file)
 
     class StatusListener(StreamingQueryListener):
         def onQueryStarted(self, event):
@@ -402,6 +423,7 @@ def make_status_listener(handler: AlertBatch, log: Callable[[str], None]):
                 detail = f"{observed['count'] if observed is not None else 0} dead letters out"
             log(f"{progress.name} batch {progress.batchId}: {rows_in} lines in "
                 f"({rate:.0f} lines/s), {detail}")
+            write_status(progress)
 
         def onQueryIdle(self, event):
             pass
@@ -423,8 +445,10 @@ def log(message: str) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def build_spark(master: str, jars: list[str]) -> SparkSession:
-    spark = (
+def build_spark(master: str, jars: list[str],
+                security: dict[str, str] | None = None) -> SparkSession:
+    """The session; `security` (spark_security.properties_from_args) reaches the JVM in a file."""
+    builder = (
         SparkSession.builder.master(master)
         .appName("chaussettes-finale-analyzer")
         .config("spark.jars", ",".join(jars))
@@ -432,8 +456,8 @@ def build_spark(master: str, jars: list[str]) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
     )
+    spark = spark_security.get_or_create(builder, security)
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
@@ -455,7 +479,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
-    spark = build_spark(args.master, jars)
+    try:
+        spark = build_spark(args.master, jars, spark_security.properties_from_args(args))
+    except spark_security.SecurityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.secure:
+        log(spark_security.security_banner(spark.sparkContext.getConf()))
     source = kafka_source(spark, args.bootstrap_servers, args.topic, args.starting_offsets,
                           args.max_offsets_per_trigger)
     writers, handler = build_queries(
@@ -464,7 +494,10 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, settings=settings, log=log)
-    listener = make_status_listener(handler, log)
+    if args.status_file is not None:
+        # A status file left by an earlier run must not pass for this one's.
+        args.status_file.unlink(missing_ok=True)
+    listener = make_status_listener(handler, log, args.status_file)
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from access_log import parse_access_log  # noqa: E402
 from alerting import entity_window_counts  # noqa: E402
 from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
+import spark_security  # noqa: E402
 
 # Where the analyzer reads its thresholds by default (the repo's .state/, whatever the cwd).
 DEFAULT_OUTPUT = AnalyzerSettings.thresholds_path
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                         help="also draw the error-rate distributions per scope with the thresholds")
     parser.add_argument("--master", default="local[2]", help="Spark master")
+    spark_security.add_security_options(parser)
     return parser
 
 
@@ -370,9 +372,10 @@ def read_lines(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     return reader.load().select(F.col("value").cast("string").alias("value"))
 
 
-def build_session(master: str, kafka: bool = False,
-                  app_name: str = "chaussettes-threshold-job") -> tuple[SparkSession, bool]:
-    """(session, created): an active session (tests, evaluate.py) is reused and left running."""
+def build_session(master: str, kafka: bool = False, app_name: str = "chaussettes-threshold-job",
+                  security: dict[str, str] | None = None) -> tuple[SparkSession, bool]:
+    """(session, created): an active session (tests, evaluate.py) is reused and left running.
+    `security`: spark_security.properties_from_args, handed to the JVM in a file."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -388,7 +391,7 @@ def build_session(master: str, kafka: bool = False,
     if kafka:
         from local_kafka import ensure_connector  # exits with one line naming the fix if missing
         builder = builder.config("spark.jars", ",".join(ensure_connector()))
-    session = builder.getOrCreate()
+    session = spark_security.get_or_create(builder, security)
     session.sparkContext.setLogLevel("WARN")
     return session, True
 
@@ -401,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                              quantile=args.quantile, z=args.z, delta=args.delta)
     spark = created = None
     try:
-        spark, created = build_session(args.master, args.kafka)
+        spark, created = build_session(args.master, args.kafka,
+                                       security=spark_security.properties_from_args(args))
         document, rates = learn_thresholds(read_lines(spark, args), params)
         write_json_atomically(args.output, document)
         if args.plot is not None:
