@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test demo clean secret
+.PHONY: setup jars prereqs test demo clean secret compose-test
 
 setup: $(VENV)/.installed jars
 
@@ -19,10 +19,11 @@ prereqs:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is needed and 'java' is not on the PATH (install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "error: Java 17+ is needed, found " $$2 " (set JAVA_HOME / PATH to a JDK 17+)" > "/dev/stderr"; exit 1 } }'
 
-# The stamp depends on requirements.txt, so a changed pin reinstalls and an unchanged one is a no-op.
-$(VENV)/.installed: requirements.txt | prereqs
+# The stamp depends on both requirements files (runtime, then test tools), so a changed pin
+# reinstalls and an unchanged one is a no-op.
+$(VENV)/.installed: requirements.txt requirements-dev.txt | prereqs
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 test: setup
@@ -37,6 +38,12 @@ demo: setup
 .PHONY: evaluate
 evaluate: $(VENV)/.installed
 	$(PY) finale/evaluate.py $(ARGS)
+
+# docker-compose.yml end to end (finale/compose_test.sh): up --build from a clean state, every
+# scheduled incident alerts and nothing else does, down + up resumes without data loss, down -v.
+# Needs Docker with Compose v2 only (no venv, no Java).
+compose-test:
+	bash finale/compose_test.sh
 
 # One-time step of `--secure` and docker compose: the shared Spark secret, 64 random hex digits, in
 # the git-ignored .secrets/ (mode 0700: only you can read what is inside; the file itself is 0644

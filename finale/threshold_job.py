@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 parser.error(f"--input {path}: no such file")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         parser.error(f"--plot {args.plot}: the file name must end in .png")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        # Not a runtime dependency (the Docker image has none): checked before a long Spark job.
+        parser.error("--plot needs matplotlib: pip install -r requirements-dev.txt")
     return args
 
 
