@@ -57,7 +57,7 @@ dc --profile check run --rm --no-deps check || fail "alerts do not match the inc
 dc logs --no-color --timestamps > "$LOGS/phase1.log" 2>&1
 
 say "phase 2: down, then up on the same volumes"
-dc down
+dc down 2>&1 | tail -n 1
 dc up --detach 2>&1 | tail -n 3
 wait_healthy analyzer
 first=$(analyzer_status)

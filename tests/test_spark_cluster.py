@@ -13,14 +13,13 @@ import subprocess
 import sys
 import threading
 import urllib.request
-import uuid
 from argparse import Namespace
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from conftest import ROOT, free_port, load_module, wait_for
+from test_finale_analyzer import new_topics
 
 pytestmark = pytest.mark.cluster
 
@@ -56,6 +55,7 @@ def cluster(tmp_path_factory):
     logs = {role: open(folder / f"{role}.log", "w") for role in ("master", "worker")}
     # Loopback only: the daemons and the executors they start bind and advertise 127.0.0.1.
     popen = dict(stdout=logs["master"], stderr=subprocess.STDOUT, start_new_session=True)
+    previous_local_ip = os.environ.get("SPARK_LOCAL_IP")
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     processes = []
     try:
@@ -74,17 +74,10 @@ def cluster(tmp_path_factory):
             process.wait(timeout=60)
         for log in logs.values():
             log.close()
-
-
-def new_topics(bootstrap, *names, partitions=1) -> list[str]:
-    unique = [f"test-cluster-{name}-{uuid.uuid4().hex[:8]}" for name in names]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-cluster")
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1) for topic in unique],
-                            wait_for_metadata=True)
-    finally:
-        admin.close()
-    return unique
+        if previous_local_ip is None:
+            del os.environ["SPARK_LOCAL_IP"]
+        else:
+            os.environ["SPARK_LOCAL_IP"] = previous_local_ip
 
 
 def analyzer_argv(master: str, bootstrap: str, topics: list[str], checkpoint, *extra) -> list[str]:
@@ -117,7 +110,7 @@ def test_right_secret_runs_the_queries_on_the_cluster(cluster, kafka, tmp_path):
                            "--seed", str(SEED), "--start-time", START, "--incident", INCIDENT,
                            "--truth", str(truth), "--output", str(traffic)]) == 0
     incident = json.loads(truth.read_text())
-    topics = new_topics(kafka, "logs", "alerts", "dlq")
+    topics = new_topics(kafka, "cluster-logs", "cluster-alerts", "cluster-dlq", partitions=1)
     producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=5)
     for line in traffic.read_bytes().splitlines():
         producer.send(topics[0], line)
@@ -162,7 +155,7 @@ def test_right_secret_runs_the_queries_on_the_cluster(cluster, kafka, tmp_path):
 
 def refused(cluster, kafka, tmp_path, *extra) -> subprocess.CompletedProcess:
     url, _, _ = cluster
-    topics = new_topics(kafka, "logs", "alerts", "dlq")
+    topics = new_topics(kafka, "cluster-logs", "cluster-alerts", "cluster-dlq", partitions=1)
     return subprocess.run(analyzer_argv(url, kafka, topics, tmp_path / "ck", *extra),
                           capture_output=True, text=True, timeout=TIMEOUT)
 
