@@ -333,23 +333,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_our_broker(pid: int) -> bool:
-    """Guards against a stale pid file whose pid now belongs to another program."""
+def _cmdline(pid: int) -> str:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        cmdline = subprocess.run(["ps", "-p", str(pid), "-o", "command="],
-                                 capture_output=True, text=True).stdout
-    return "kafka.Kafka" in cmdline
+        return subprocess.run(["ps", "-p", str(pid), "-o", "command="],
+                              capture_output=True, text=True).stdout
+
+
+def _is_our_broker(pid: int, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
+    """Guards against a stale pid file whose pid now belongs to another program, or to another
+    Kafka broker (another state dir, a Docker broker): ours runs with this state dir's config."""
+    cmdline = _cmdline(pid)
+    config = Path(state_dir).resolve() / "server.properties"
+    return "kafka.Kafka" in cmdline and str(config) in cmdline.split()
 
 
 def broker_info(state_dir: Path = DEFAULT_STATE_DIR) -> dict | None:
-    """{'pid', 'port', 'bootstrap_servers', ...} of the running local broker, or None."""
+    """{'pid', 'port', 'bootstrap_servers', ...} of the running local broker, or None.
+
+    A state file that is not what start() wrote (truncated, edited by hand) is a KafkaSetupError
+    naming the file, not a traceback: a broker may still run from it, so it is not just ignored.
+    """
+    path = Path(state_dir) / "broker.json"
     try:
-        info = json.loads((Path(state_dir) / "broker.json").read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    if _alive(info["pid"]) and _is_our_broker(info["pid"]):
+    except OSError as error:
+        raise KafkaSetupError(f"cannot read the local broker's state file {path}: "
+                              f"{error.strerror}") from None
+    try:
+        info = json.loads(text)
+        valid = (isinstance(info, dict) and isinstance(info.get("pid"), int) and info["pid"] > 0
+                 and isinstance(info.get("port"), int)
+                 and isinstance(info.get("bootstrap_servers"), str))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise KafkaSetupError(f"the local broker's state file {path} is damaged: stop any broker "
+                              f"still running from {state_dir} (`pgrep -af kafka.Kafka`), then "
+                              f"delete {path}")
+    if _alive(info["pid"]) and _is_our_broker(info["pid"], state_dir):
         return info
     return None
 
@@ -518,7 +543,11 @@ def start(port: int | None = None, timeout_s: float = 90.0, state_dir: Path = DE
     An explicit port that differs from the running broker's is an error, not a silent no-op:
     the caller would talk to the wrong port.
     """
-    state_dir = Path(state_dir)
+    if port is not None and not 0 < port < 65536:
+        raise KafkaSetupError(f"the broker port must be 1..65535, got {port}")
+    # Absolute: the broker's command line names its config by this path, which is how
+    # broker_info() later tells our broker from any other Kafka process.
+    state_dir = Path(state_dir).resolve()
     with _state_lock(state_dir):
         info = broker_info(state_dir)
         if info and port is not None and info["port"] != port:
@@ -713,7 +742,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0 < (getattr(args, "port", None) or 1) < 65536:
+    if getattr(args, "port", None) is not None and not 0 < args.port < 65536:
         parser.error(f"--port must be 1..65535, got {args.port}")
     if getattr(args, "timeout", 1) <= 0:
         parser.error(f"--timeout must be > 0, got {args.timeout}")

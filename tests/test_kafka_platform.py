@@ -219,3 +219,53 @@ def test_stop_when_not_running_is_a_no_op(tmp_path):
     messages = []
     assert local_kafka.stop(state_dir=tmp_path, log=messages.append) is False
     assert messages == ["Kafka is not running"]
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "finale" / "local_kafka.py"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_start_refuses_a_port_out_of_range(port, tmp_path):
+    result = _run_cli("start", "--port", port, "--state-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(f"error: --port must be 1..65535, got {port}")
+    assert "Traceback" not in result.stderr
+    with pytest.raises(local_kafka.KafkaSetupError, match="^the broker port must be 1..65535, got 0$"):
+        local_kafka.start(port=0, state_dir=tmp_path, log=lambda message: None)
+
+
+@pytest.mark.parametrize("content", ['{"pid": 12', '{"pid": "12", "port": 9092}', '[]', ''])
+def test_a_damaged_state_file_is_a_one_line_error(content, tmp_path):
+    (tmp_path / "broker.json").write_text(content)
+    for command in ("status", "stop", "start"):
+        result = _run_cli(command, "--state-dir", str(tmp_path))
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr == (f"error: the local broker's state file {tmp_path}/broker.json is "
+                                 f"damaged: stop any broker still running from {tmp_path} "
+                                 f"(`pgrep -af kafka.Kafka`), then delete "
+                                 f"{tmp_path}/broker.json\n"), command
+
+
+def test_a_stale_pid_of_another_kafka_broker_is_never_stopped(tmp_path):
+    # The pid in broker.json now belongs to another Kafka broker (another state dir, a Docker
+    # broker): `kafka.Kafka` on its command line, but not our config. It must be left alone.
+    other_config = tmp_path / "other" / "server.properties"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "kafka.Kafka",
+                              str(other_config)])
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "broker.json").write_text(json.dumps(
+            {"pid": other.pid, "port": 9092, "bootstrap_servers": "localhost:9092"}))
+        assert local_kafka.broker_info(state) is None
+        assert local_kafka.stop(state_dir=state, log=lambda message: None) is False
+        assert _run_cli("status", "--state-dir", str(state)).returncode == 3
+        assert other.poll() is None  # still running
+        # The same process with our config path on its command line is ours.
+        (state / "server.properties").write_text("")
+        assert local_kafka._is_our_broker(other.pid, tmp_path / "other")
+    finally:
+        other.kill()
+        other.wait()
