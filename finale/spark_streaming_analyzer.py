@@ -388,10 +388,10 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
 
 
 def make_status_listener(handler: AlertBatch, log: Callable[[str], None],
-                         status_file: Path | None = None):
+                         status_file: Path | None = None, queries: int = 2):
     """One line per micro-batch and query: lines in, dead letters / window rows and alerts out.
-    With `status_file`, also the last batch of each query as JSON, replaced after every batch
-    (the healthcheck of docker compose: the file exists once every query has run a batch)."""
+    With `status_file`, also the last batch of each query as JSON, replaced after every batch once
+    all `queries` have run one (docker compose's healthcheck: the file exists)."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     last_batches: dict[str, dict] = {}
@@ -400,7 +400,7 @@ def make_status_listener(handler: AlertBatch, log: Callable[[str], None],
         last_batches[progress.name] = {"id": str(progress.id), "batch": progress.batchId,
                                        "input_rows": progress.numInputRows,
                                        "timestamp": progress.timestamp}
-        if status_file is not None and len(last_batches) == 2:
+        if status_file is not None and len(last_batches) == queries:
             # Written aside then renamed: a reader never sees half a file.
             partial = status_file.with_name(f".{status_file.name}.partial")
             partial.write_text(json.dumps({"queries": last_batches}, sort_keys=True))
@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
     if args.status_file is not None:
         # A status file left by an earlier run must not pass for this one's.
         args.status_file.unlink(missing_ok=True)
-    listener = make_status_listener(handler, log, args.status_file)
+    listener = make_status_listener(handler, log, args.status_file, len(writers))
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
