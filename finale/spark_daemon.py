@@ -28,6 +28,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import spark_security  # noqa: E402
+from spark_streaming_analyzer import OneLineErrorParser  # noqa: E402
 
 ROLES = {"master": "org.apache.spark.deploy.master.Master",
          "worker": "org.apache.spark.deploy.worker.Worker"}
@@ -84,7 +85,7 @@ def start(args: argparse.Namespace, timeout_s: float = 120.0, **popen) -> subpro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="spark_daemon.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Start a Spark standalone master or worker with authentication and encryption.")
     parser.add_argument("role", choices=tuple(ROLES), help="which daemon")
