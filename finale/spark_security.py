@@ -123,6 +123,11 @@ def check_standalone_master(jvm, master: str, timeout_s: float = 10.0) -> None:
     secret the SparkContext will use) and looks the Master endpoint up.
     """
     addresses = [address.strip() for address in master.removeprefix("spark://").split(",")]
+    # A refused connection makes Spark's network layer log Java stack traces on stderr, also
+    # after our one line: silenced for the check, and after it if it fails (we exit then).
+    log4j = jvm.org.apache.logging.log4j
+    level = log4j.LogManager.getRootLogger().getLevel()
+    log4j.core.config.Configurator.setRootLevel(log4j.Level.OFF)
     problems = []
     for address in addresses:
         host, _, port = address.rpartition(":")
@@ -139,6 +144,7 @@ def check_standalone_master(jvm, master: str, timeout_s: float = 10.0) -> None:
                                                      manager, True)
         try:
             rpc.setupEndpointRef(jvm.org.apache.spark.rpc.RpcAddress(host, int(port)), "Master")
+            log4j.core.config.Configurator.setRootLevel(level)
             return
         except Exception:  # py4j's error holds the Java stack trace: the line below says it all
             problems.append(f"the Spark master at {address} refused the connection: authentication "
