@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test demo clean secret compose-test
+.PHONY: setup jars prereqs test test-fast demo bench clean secret compose-test
 
 setup: $(VENV)/.installed jars
 
@@ -29,9 +29,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | prereqs
 test: setup
 	$(PY) -m pytest
 
+# The pure tests only: no broker, no Spark, nothing slow (markers in pytest.ini); seconds, not minutes.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not kafka and not spark and not slow"
+
 # The final stage end to end (finale/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
 demo: setup
 	@$(PY) finale/demo.py --duration $(DURATION)
+
+# Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 10 minutes on 2 cores, on a
+# private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.
+bench: setup $(VENV)/.bench-installed
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
 
 # Learned thresholds vs injected incidents (finale/evaluate.py): recall, precision, false alerts
 # per hour, detection latency over seeds 1 2 3 and 30 s / 1 min windows. Extra flags: ARGS='...'.

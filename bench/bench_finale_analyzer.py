@@ -68,6 +68,19 @@ def run_generator(*flags: str) -> None:
         raise SystemExit(f"error: generator failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
+def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str) -> subprocess.Popen:
+    """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint and no
+    thresholds file in `work`, --master args.master) + `flags`; its output goes to work/analyzer.log."""
+    with open(work / "analyzer.log", "w") as log_file:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
+             "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
+             "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
+             "--starting-offsets", "earliest", "--checkpoint", str(work / "ck"),
+             "--thresholds", str(work / "absent.json"), "--master", args.master, *flags],
+            stdout=log_file, stderr=subprocess.STDOUT)
+
+
 def start_queries(spark, bootstrap, topics, checkpoint, trigger):
     import spark_streaming_analyzer as analyzer
 
@@ -137,14 +150,7 @@ def latency(args, spark) -> None:
     analyzer = None
     try:
         # The real script, as a user runs it (default trigger, window, slide, watermark).
-        with open(log_path, "w") as log_file:
-            analyzer = subprocess.Popen(
-                [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
-                 "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
-                 "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
-                 "--starting-offsets", "earliest", "--checkpoint", str(work / "ck"),
-                 "--thresholds", str(work / "absent.json"), "--master", args.master],
-                stdout=log_file, stderr=subprocess.STDOUT)
+        analyzer = start_analyzer_script(args, topics, work)
         deadline = time.monotonic() + 300
         while "started queries" not in log_path.read_text(errors="replace"):
             if analyzer.poll() is not None or time.monotonic() > deadline:

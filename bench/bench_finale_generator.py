@@ -11,6 +11,10 @@ topic's end offsets are checked to hold exactly --lines records. Cases:
   /dev/null        --output /dev/null (baseline: generation alone)
   kafka gzip       the default producer (acks=1, 512 KiB batches, linger 20 ms, gzip)
   kafka none       the same without compression
+  bare kafka-python gzip / none, bare confluent-kafka gzip / none
+                   bench/bare_producer.py sending the same lines (written to a file first by the
+                   generator) with the same producer settings: what each client library allows
+                   (confluent-kafka cases only when it is installed: bench/requirements.txt)
 Each case runs --repeat times and the best run counts (other programs share the machine: the best
 run is the one they disturbed least). Prints one line per case: seconds, lines/s, and the share of
 the baseline rate, and the lines per CPU-second the generator process itself used (user + sys
@@ -19,10 +23,13 @@ time: what a shared machine's load changes least; the broker's own work is not i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,12 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "finale" / "log_generator.py"
 
 
-def run_case(flags: list[str]) -> tuple[float, float]:
-    """(wall-clock seconds, CPU seconds of the generator process) of one run."""
+def run_case(flags: list[str], command: list[str] | None = None) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of the process) of one run of the generator with `flags`
+    (or of `command`, a bare producer)."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.monotonic()
-    result = subprocess.run([sys.executable, str(GENERATOR), "--rate", "1e9", "--seed", "1",
-                             "--start-time", "2026-11-28T09:00:00Z", *flags],
+    result = subprocess.run(command or [sys.executable, str(GENERATOR), "--rate", "1e9", "--seed",
+                                        "1", "--start-time", "2026-11-28T09:00:00Z", *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.monotonic() - began
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -81,37 +89,51 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     count = ["--count", str(args.lines)]
     results = []
+    work = Path(tempfile.mkdtemp(prefix="bench-generator-"))
     try:
         runs = [run_case([*count, "--output", os.devnull]) for _ in range(args.repeat)]
         baseline = args.lines / min(wall for wall, _ in runs)
         results.append(("/dev/null", baseline, args.lines / min(cpu for _, cpu in runs)))
-        for compression in ("gzip", "none"):
+        lines_file = work / "lines.log"
+        run_case([*count, "--output", str(lines_file)])
+        clients = ["kafka-python"]
+        if importlib.util.find_spec("confluent_kafka") is not None:
+            clients.append("confluent-kafka")
+        cases = [(f"kafka {c}", c, None) for c in ("gzip", "none")]
+        cases += [(f"bare {client} {c}", c, client) for client in clients for c in ("gzip", "none")]
+        for name, compression, client in cases:
             best, best_cpu = 0.0, 0.0
             for _ in range(args.repeat):
                 topic = f"bench-{uuid.uuid4().hex[:10]}"
                 admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
                 try:
+                    command = None if client is None else [
+                        sys.executable, str(ROOT / "bench" / "bare_producer.py"), str(lines_file),
+                        "--client", client, "--topic", topic, "--compression", compression,
+                        "--bootstrap-servers", args.bootstrap_servers]
                     elapsed, cpu = run_case([*count, "--bootstrap-servers", args.bootstrap_servers,
-                                             "--topic", topic, "--compression", compression])
+                                             "--topic", topic, "--compression", compression],
+                                            command)
                     stored = topic_records(admin, consumer, topic)
                     if stored != args.lines:
                         raise RuntimeError(f"{topic} holds {stored} records, not {args.lines}")
                     best, best_cpu = max(best, args.lines / elapsed), max(best_cpu, args.lines / cpu)
                 finally:
                     admin.delete_topics([topic])
-            results.append((f"kafka {compression}", best, best_cpu))
+            results.append((name, best, best_cpu))
     except (RuntimeError, KafkaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         admin.close()
         consumer.close()
     print(f"{args.lines} lines per case, unpaced, best of {args.repeat} runs, "
           f"on {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f})")
     for name, rate, cpu_rate in results:
-        print(f"  {name:<10} {args.lines / rate:6.2f} s  {rate:9,.0f} lines/s  "
+        print(f"  {name:<28} {args.lines / rate:6.2f} s  {rate:9,.0f} lines/s  "
               f"{rate / baseline:6.1%} of the baseline  "
               f"({cpu_rate:9,.0f} lines per CPU-second of the generator)")
     return 0

@@ -23,56 +23,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
-DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-# emitted_at changes at every (re-)emission of the same content: it is not part of "what changed".
-VOLATILE_FIELDS = ("emitted_at",)
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, silence_stdout  # noqa: E402
+# AlertBook: the latest version per alert_id; emitted_at changes at every (re-)emission of the
+# same content, so it is not part of "what changed".
+from incidents import AlertBook, clock  # noqa: E402
 COLUMNS = ("EMITTED", "SEVERITY", "SCOPE", "ENTITY", "WINDOW (UTC)", "REQUESTS", "ERRORS",
            "RATE", "THRESHOLD")
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m"}
 RESET = "\033[0m"
 CLEAR_SCREEN = "\033[H\033[2J"
-
-
-class AlertBook:
-    """The latest version of every alert, by alert_id."""
-
-    def __init__(self) -> None:
-        self.alerts: dict[str, dict] = {}
-
-    def add(self, alert: dict) -> bool:
-        """Keep `alert` as the latest version of its id; True when it is new or its content changed."""
-        alert_id = alert["alert_id"]
-        previous = self.alerts.get(alert_id)
-        self.alerts[alert_id] = alert
-        return previous is None or _content(previous) != _content(alert)
-
-    def newest_first(self) -> list[dict]:
-        return sorted(self.alerts.values(),
-                      key=lambda a: (str(a.get("emitted_at") or ""), str(a.get("window_start") or ""),
-                                     a["alert_id"]),
-                      reverse=True)
-
-    def __len__(self) -> int:
-        return len(self.alerts)
-
-
-def _content(alert: dict) -> dict:
-    return {k: v for k, v in alert.items() if k not in VOLATILE_FIELDS}
-
-
-def _clock(value) -> str:
-    """'2026-11-28T09:14:03.123Z' -> '09:14:03' (what a person scanning the table needs)."""
-    if not value:
-        return "-"
-    text = str(value)
-    return text[11:19] if len(text) >= 19 and text[10] in "T " else text
 
 
 def _number(value, fmt: str) -> str:
@@ -84,11 +54,11 @@ def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None 
     rows = []
     for alert in alerts[:max_rows] if max_rows is not None else alerts:
         rows.append((
-            _clock(alert.get("emitted_at")),
+            clock(alert.get("emitted_at")),
             str(alert.get("severity") or "-"),
             str(alert.get("entity_type") or "-"),
             str(alert.get("entity") or "-"),
-            f"{_clock(alert.get('window_start'))}-{_clock(alert.get('window_end'))}",
+            f"{clock(alert.get('window_start'))}-{clock(alert.get('window_end'))}",
             _number(alert.get("requests"), "d"),
             _number(alert.get("errors"), "d"),
             _number(alert.get("error_rate"), ".1%"),
@@ -118,8 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Show the alerts of topic `alerts`, one per alert_id (latest version wins).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     parser.add_argument("--topic", default="alerts", help="topic to read the alerts from")
     parser.add_argument("--from-beginning", action="store_true",
                         help="read every alert still in the topic, not only new ones")
@@ -241,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except BrokenPipeError:
         # The reader went away (`| head`): say nothing, and keep Python from failing on exit flush.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()
         return 1
     finally:
         consumer.close(autocommit=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -26,16 +25,15 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from demo import match_incident, parse_time, read_truth, summary  # noqa: E402
+from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser  # noqa: E402
+from incidents import AlertBook, match_incident, overlaps, parse_time, read_truth, summary  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="compose_check.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Every incident of the truth file alerted, and no alert outside them.")
-    parser.add_argument("--bootstrap-servers",
-                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     parser.add_argument("--topic", default="alerts", help="the analyzer's alerts topic")
     parser.add_argument("--truth", type=Path, default=Path(".state/truth.jsonl"),
                         help="the generator's --truth file")
@@ -48,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def during(alert: dict, raised, incident) -> bool:
     """The alert's window overlaps the incident, which had begun when the alert was raised."""
-    return (parse_time(alert["window_start"]) < incident.end
-            and incident.start < parse_time(alert["window_end"]) and incident.start <= raised)
+    return (overlaps(parse_time(alert["window_start"]), parse_time(alert["window_end"]), incident)
+            and incident.start <= raised)
 
 
 def verdict(incidents, alerts: dict[str, dict], firsts: dict[str, dict]) -> tuple[list, list, list]:
@@ -98,21 +96,17 @@ def main(argv: list[str] | None = None) -> int:
 
     consumer = KafkaConsumer(args.topic, bootstrap_servers=args.bootstrap_servers,
                              auto_offset_reset="earliest", enable_auto_commit=False)
-    alerts, firsts, arrivals, messages = {}, {}, {}, 0
+    book, messages = AlertBook(), 0
     try:
         while time.time() < verdict_at:
             for records in consumer.poll(timeout_ms=1000).values():
                 for record in records:
-                    alert = json.loads(record.value)
+                    book.add(json.loads(record.value))
                     messages += 1
-                    alerts[alert["alert_id"]] = alert
-                    firsts.setdefault(alert["alert_id"], alert)
-                    arrivals.setdefault(alert["alert_id"],
-                                        datetime.fromtimestamp(record.timestamp / 1000, timezone.utc))
     finally:
         consumer.close()
-    missed, cross, outside = verdict(incidents, alerts, firsts)
-    print(summary(incidents, alerts, firsts, arrivals, messages)[0])
+    missed, cross, outside = verdict(incidents, book.alerts, book.firsts)
+    print(summary(incidents, book.alerts, book.firsts, book.arrivals, messages)[0])
     print(f"verdict: {len(incidents) - len(missed)}/{len(incidents)} incidents alerted, "
           f"{len(alerts)} alerts: {len(outside)} outside the incidents, {len(cross)} on another "
           "scope during an incident (an IP requesting a failing URL, or the reverse)", flush=True)

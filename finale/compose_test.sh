@@ -33,7 +33,7 @@ wait_healthy() {  # service: until its container reports healthy
 analyzer_status() {  # the analyzer's status file, as its queries' last batch ids and input rows
   dc exec -T analyzer python -c 'import json
 queries = json.load(open("/tmp/analyzer-status.json"))["queries"]
-print(" ".join("%s:%s:%s" % (name, query["batch"], query["input_rows"]) for name, query in sorted(queries.items())))'
+print(" ".join("%s:%s:%s" % (name, query["batch_id"], query["rows_read"]) for name, query in sorted(queries.items())))'
 }
 
 finish() {

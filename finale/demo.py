@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -39,14 +38,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
+from incidents import AlertBook, clock, read_truth, summary  # noqa: E402
+from settings import ROOT  # noqa: E402
+from status import read_status  # noqa: E402
+
 STATE = ROOT / ".state" / "finale" / "demo"
-DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+ANALYZER_STATUS = STATE / "analyzer-status.json"
 # Incidents as (kind, start, duration) in fractions of the run: an IP and a URL at a time (other
 # entities, so each alert names its incident), two rounds, then a global outage last, since it
 # makes every IP and URL alert; the gaps let the 30 s windows of one round close before the next.
@@ -57,140 +62,12 @@ SCHEDULE_SPAN_FOREVER = 90
 MIN_DURATION = 40
 
 
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (with 'Z' or an offset) -> aware UTC datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-@dataclass
-class Incident:
-    number: int
-    kind: str
-    entity: str
-    start: datetime
-    end: datetime
-    alerts: list = field(default_factory=list)
-
-
 def incident_flags(duration: float) -> list[str]:
     span = duration if duration > 0 else SCHEDULE_SPAN_FOREVER
     flags = []
     for kind, start, length in SCHEDULE:
         flags += ["--incident", f"{kind}@{round(start * span)}+{max(round(length * span), 5)}"]
     return flags
-
-
-def read_truth(path: Path) -> list[Incident]:
-    incidents = []
-    if path.exists():
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            item = json.loads(line)
-            incidents.append(Incident(number, item["kind"], item["entity"],
-                                      parse_time(item["start"]), parse_time(item["end"])))
-    return incidents
-
-
-def match_incident(alert: dict, raised: datetime, incidents: list[Incident]) -> Incident | None:
-    """The incident that explains `alert`, first raised at `raised`: an incident that had begun
-    by then, whose time overlaps the alert's window, and that is on the same entity (best), or
-    global (everything fails), or any incident if the alert is on the global scope (one failing
-    IP or URL raises the global error rate). None: a false positive."""
-    try:
-        window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    best, best_rank = None, 0
-    for incident in incidents:
-        if not (window_start < incident.end and incident.start < window_end
-                and incident.start <= raised):
-            continue
-        if incident.kind == alert.get("entity_type") and (
-                incident.kind == "global" or incident.entity == alert.get("entity")):
-            rank = 3
-        elif incident.kind == "global":
-            rank = 2
-        elif alert.get("entity_type") == "global":
-            rank = 1
-        else:
-            continue
-        if rank > best_rank:
-            best, best_rank = incident, rank
-    return best
-
-
-def summary(incidents: list[Incident], alerts: dict[str, dict], firsts: dict[str, dict],
-            arrivals: dict[str, datetime], messages: int, listed: int = 25) -> tuple[str, str]:
-    """(the summary to print, the full per-alert listing for a file). `alerts`: the latest version
-    of each alert_id, `firsts`: its first version (whose emitted_at is when it was first raised),
-    `arrivals`: when that first version arrived here."""
-    def raised(alert: dict) -> datetime:
-        return _emitted(firsts.get(alert["alert_id"], alert), arrivals)
-
-    ordered = sorted(alerts.values(), key=lambda a: (raised(a), a["alert_id"]))
-    matched: dict[str, Incident | None] = {}
-    for alert in ordered:
-        incident = match_incident(alert, raised(alert), incidents)
-        matched[alert["alert_id"]] = incident
-        if incident is not None:
-            incident.alerts.append(alert)
-    lines = [f"Incidents injected: {len(incidents)}"]
-    for incident in incidents:
-        head = (f"  #{incident.number} {incident.kind:<6} {incident.entity:<22} "
-                f"{incident.start:%H:%M:%S}-{incident.end:%H:%M:%S}")
-        scopes = ", ".join(f"{sum(a.get('entity_type') == scope for a in incident.alerts)} {scope}"
-                           for scope in ("ip", "url", "global"))
-        exact = [a for a in incident.alerts if a.get("entity_type") == incident.kind
-                 and (incident.kind == "global" or a.get("entity") == incident.entity)]
-        if not exact:
-            lines.append(f"{head}  NOT DETECTED  (alerts: {scopes})")
-            continue
-        first = min(exact, key=raised)
-        latency = (raised(first) - incident.start).total_seconds()
-        arrival = (arrivals[first["alert_id"]] - incident.start).total_seconds()
-        lines.append(f"{head}  detected after {latency:5.1f} s (arrived {arrival:5.1f} s)  "
-                     f"alerts: {scopes}")
-    unexplained = [a for a in ordered if matched[a["alert_id"]] is None]
-    lines.append(f"Alerts raised: {len(alerts)} distinct alert_ids ({messages} messages): "
-                 f"{len(alerts) - len(unexplained)} matched an incident, "
-                 f"{len(unexplained)} matched none")
-    # Listed: each incident's alerts on its own entity (by incident, then window), then the
-    # false positives, then the alerts on other scopes that an incident explains.
-    def rank(alert: dict) -> tuple:
-        incident = matched[alert["alert_id"]]
-        if incident is None:
-            group = 1
-        elif alert.get("entity_type") == incident.kind:
-            group = 0
-        else:
-            group = 2
-        return (group, incident.number if incident else 0, str(alert.get("entity_type")),
-                str(alert.get("window_start")), str(alert.get("entity")))
-
-    listing = [_alert_line(alert, matched[alert["alert_id"]], raised(alert))
-               for alert in sorted(ordered, key=rank)]
-    lines += listing[:listed]
-    if len(listing) > listed:
-        lines.append(f"  ... {len(listing) - listed} more in the full listing")
-    return "\n".join(lines), "\n".join(listing) + "\n"
-
-
-def _alert_line(alert: dict, incident: Incident | None, raised: datetime) -> str:
-    return (f"  {raised:%H:%M:%S} {str(alert.get('severity')):<8} "
-            f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
-            f"window {_clock(alert.get('window_start'))}-{_clock(alert.get('window_end'))} "
-            f"{alert.get('errors')}/{alert.get('requests')} -> "
-            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident"))
-
-
-def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
-    try:
-        return parse_time(alert["emitted_at"])
-    except (KeyError, TypeError, ValueError):
-        return arrivals[alert["alert_id"]]
-
-
-def _clock(value) -> str:
-    return str(value)[11:19] if value else "-"
 
 
 class AlertCollector(threading.Thread):
@@ -209,9 +86,7 @@ class AlertCollector(threading.Thread):
         self.consumer.seek_to_end(*assigned)
         for tp in assigned:  # resolve "end" now, before any traffic, so no alert is missed
             self.consumer.position(tp)
-        self.alerts: dict[str, dict] = {}
-        self.arrivals: dict[str, datetime] = {}
-        self.firsts: dict[str, dict] = {}
+        self.book = AlertBook()
         self.messages = 0
         self.echo = echo
         self.echoed: set[tuple] = set()
@@ -223,22 +98,20 @@ class AlertCollector(threading.Thread):
                 for record in records:
                     try:
                         alert = json.loads(record.value)
-                        alert_id = alert["alert_id"]
+                        new = alert["alert_id"] not in self.book.alerts
+                        self.book.add(alert)
                     except (TypeError, ValueError, KeyError):
                         continue
                     self.messages += 1
-                    if alert_id not in self.arrivals:
-                        self.arrivals[alert_id] = datetime.now(timezone.utc)
-                        self.firsts[alert_id] = alert
+                    if new:
                         scope = (alert.get("entity_type"), alert.get("entity"))
                         # One line per entity that starts alerting, not per window.
                         if self.echo and scope not in self.echoed:
                             self.echoed.add(scope)
                             log(f"alert: {alert.get('severity')} {alert.get('entity_type')} "
-                                f"{alert.get('entity')} window {_clock(alert.get('window_start'))}"
-                                f"-{_clock(alert.get('window_end'))} "
+                                f"{alert.get('entity')} window {clock(alert.get('window_start'))}"
+                                f"-{clock(alert.get('window_end'))} "
                                 f"{alert.get('errors')}/{alert.get('requests')} errors")
-                    self.alerts[alert_id] = alert
         self.consumer.close(autocommit=False)
 
     def stop(self) -> None:
@@ -297,16 +170,55 @@ def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | No
         time.sleep(0.5)
 
 
-def lines_delivered(generator_log: Path) -> int:
-    """N of the generator's last line "N lines delivered to topic ..." (0 if absent)."""
-    found = re.findall(r"^(\d+) lines delivered", generator_log.read_text(errors="replace"), re.M)
-    return int(found[-1]) if found else 0
+def lines_delivered(stats_file: Path) -> int:
+    """The generator's delivered lines, from its --stats-file (0 if it wrote none)."""
+    try:
+        return int(json.loads(stats_file.read_text())["lines_delivered"] or 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
-def lines_analyzed(analyzer_log: Path) -> int:
-    """Lines read so far by the analyzer's alerts query, from its per-batch status lines."""
-    return sum(map(int, re.findall(r" alerts batch \d+: (\d+) lines in",
-                                   analyzer_log.read_text(errors="replace"))))
+def alerts_query(status_file: Path) -> dict:
+    """The analyzer's `alerts` query in its status file ({} before it has started)."""
+    return read_status(status_file).get("queries", {}).get("alerts", {})
+
+
+def start_analyzer(children: Children, args: argparse.Namespace, checkpoint: Path,
+                   flags: list[str]) -> subprocess.Popen:
+    """The analyzer, started and through its first micro-batch (its status file says so)."""
+    analyzer_log = STATE / "analyzer.log"
+    ANALYZER_STATUS.unlink(missing_ok=True)
+    log(f"starting the analyzer (log: {analyzer_log.relative_to(ROOT)})")
+    analyzer = children.start("analyzer", [
+        sys.executable, str(HERE / "spark_streaming_analyzer.py"),
+        "--bootstrap-servers", args.bootstrap_servers, "--starting-offsets", "latest",
+        "--checkpoint", str(checkpoint), "--status-file", str(ANALYZER_STATUS),
+        *flags], analyzer_log)
+    # Its first micro-batch fixes where it starts reading (the end of http-logs): traffic
+    # sent before that would be skipped, and the first batch is also the slowest one.
+    wait_until(lambda: alerts_query(ANALYZER_STATUS).get("batch_id") is not None,
+               args.startup_timeout, "the analyzer's first micro-batch", analyzer)
+    log("the analyzer is running")
+    return analyzer
+
+
+def drain(analyzer: subprocess.Popen, sent: int, timeout: float) -> None:
+    """Wait until the analyzer has read the `sent` lines of this run (its status file's count)."""
+    log(f"the generator is done ({sent} lines sent); waiting for the analyzer to read them "
+        f"(at most {timeout:g} s)")
+    since = alerts_query(ANALYZER_STATUS).get("updated_at") or ""
+
+    def caught_up() -> bool:
+        # It counted every line, or a micro-batch reported after the last line found nothing new.
+        query = alerts_query(ANALYZER_STATUS)
+        return (query.get("rows_read_total", 0) >= sent
+                or (query.get("updated_at", "") > since and query.get("rows_read") == 0))
+    try:
+        wait_until(caught_up, timeout, "the analyzer to catch up", analyzer)
+        # Their alerts leave at the end of that micro-batch: one trigger more.
+        time.sleep(6)
+    except RuntimeError as error:
+        log(f"{error}: summarizing what came so far")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -319,8 +231,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="generator seed (traffic and incidents)")
     parser.add_argument("--users", type=int, default=20,
                         help="generator users (client IPs): few keep the alert table readable")
-    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     parser.add_argument("--startup-timeout", type=float, default=300,
                         help="seconds allowed for the broker and the analyzer to start")
     parser.add_argument("--drain-timeout", type=float, default=180,
@@ -339,10 +250,97 @@ def log(message: str) -> None:
     print(f"[demo {datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
 
 
+def ensure_broker(args: argparse.Namespace) -> bool:
+    """A broker answering on --bootstrap-servers: the running one, or the local one started now
+    (True: started here, to be stopped at the end)."""
+    if broker_answers(args.bootstrap_servers):
+        log(f"using the Kafka broker already running at {args.bootstrap_servers}")
+        return False
+    log("starting the local Kafka broker (finale/local_kafka.py start)")
+    port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
+    started = subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "start", "--port", port],
+                             cwd=ROOT, timeout=args.startup_timeout, capture_output=True, text=True)
+    if started.returncode != 0:
+        last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
+        raise RuntimeError(last.removeprefix("error: "))
+    for line in started.stdout.strip().splitlines():
+        log(line)
+    # It may have been started meanwhile by someone else (tests): then it is not ours to stop.
+    return "already running" not in started.stdout
+
+
+def learn_thresholds(args: argparse.Namespace) -> list[str]:
+    """The analyzer's flags for thresholds learned from generated history."""
+    python = sys.executable
+    # --- hook: learn thresholds from generated history (thresholds helper) ---------------
+    # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
+    # ending now and written as fast as the generator can, then threshold_job.py learns from
+    # it and the analyzer gets the file (it re-reads it when it changes).
+    history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
+    log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
+    subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
+                    "--rate", str(args.rate), "--users", str(args.users),
+                    "--history", "0.5", "--output", str(history)],
+                   cwd=ROOT, check=True, timeout=args.startup_timeout)
+    with open(STATE / "threshold_job.log", "w") as job_log:
+        learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
+                                  "--output", str(thresholds_file)],
+                                 cwd=ROOT, check=True, timeout=args.startup_timeout,
+                                 stdout=subprocess.PIPE, stderr=job_log, text=True)
+    log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
+    # --- end of hook ------------------------------------------------------------------------
+    return ["--thresholds", str(thresholds_file)]
+
+
+def start_viewer(children: Children, args: argparse.Namespace, tty: bool) -> None:
+    viewer = [sys.executable, str(HERE / "alert_viewer.py"), "--bootstrap-servers",
+              args.bootstrap_servers]
+    if tty:
+        children.start("viewer", viewer, None)
+    else:
+        children.start("viewer", [*viewer, "--json"], STATE / "viewer.log")
+
+
+def run_traffic(children: Children, args: argparse.Namespace, truth: Path,
+                analyzer: subprocess.Popen) -> None:
+    """The generator with the incidents, until --duration (then the analyzer catches up) or Ctrl-C."""
+    incidents = incident_flags(args.duration)
+    stats_file = STATE / "generator-stats.json"
+    stats_file.unlink(missing_ok=True)
+    generator_argv = [sys.executable, str(HERE / "log_generator.py"), "--rate", str(args.rate),
+                      "--seed", str(args.seed), "--users", str(args.users),
+                      "--bootstrap-servers", args.bootstrap_servers,
+                      "--truth", str(truth), *incidents, "--stats-file", str(stats_file)]
+    if args.duration > 0:
+        generator_argv += ["--duration", str(args.duration)]
+    log(f"starting the generator: {args.rate:g} lines/s, {args.users} users, incidents "
+        f"{' '.join(incidents[1::2])} (seconds from now)")
+    generator = children.start("generator", generator_argv, STATE / "generator.log")
+    if args.duration > 0:
+        try:
+            generator.wait(timeout=args.duration + 30)
+        except subprocess.TimeoutExpired:
+            log("the generator did not finish in time")
+        drain(analyzer, lines_delivered(stats_file), args.drain_timeout)
+    else:
+        log("running until Ctrl-C")
+        generator.wait()
+
+
+def print_summary(args: argparse.Namespace, truth: Path, collector: AlertCollector) -> None:
+    book = collector.book
+    text, listing = summary(read_truth(truth), book.alerts, book.firsts, book.arrivals,
+                            collector.messages)
+    (STATE / "alerts.txt").write_text(listing)
+    print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
+          f"truth {truth.relative_to(ROOT)}, every alert in "
+          f"{(STATE / 'alerts.txt').relative_to(ROOT)}) ===")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     STATE.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
     children = Children()
     collector = None
     started_broker = False
@@ -354,95 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(checkpoint, ignore_errors=True)
     return_code = 0
     try:
-        if broker_answers(args.bootstrap_servers):
-            log(f"using the Kafka broker already running at {args.bootstrap_servers}")
-        else:
-            log("starting the local Kafka broker (finale/local_kafka.py start)")
-            port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
-            started = subprocess.run([python, str(HERE / "local_kafka.py"), "start", "--port", port],
-                                     cwd=ROOT, timeout=args.startup_timeout, capture_output=True,
-                                     text=True)
-            if started.returncode != 0:
-                last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
-                raise RuntimeError(last.removeprefix("error: "))
-            for line in started.stdout.strip().splitlines():
-                log(line)
-            # It may have been started meanwhile by someone else (tests): then it is not ours to stop.
-            started_broker = "already running" not in started.stdout
-
-        # --- hook: learn thresholds from generated history (thresholds helper) ---------------
-        # Half an hour of the same traffic (same --seed, --rate and error model, no incidents),
-        # ending now and written as fast as the generator can, then threshold_job.py learns from
-        # it and the analyzer gets the file (it re-reads it when it changes).
-        history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
-        log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
-        subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
-                        "--rate", str(args.rate), "--users", str(args.users),
-                        "--history", "0.5", "--output", str(history)],
-                       cwd=ROOT, check=True, timeout=args.startup_timeout)
-        with open(STATE / "threshold_job.log", "w") as job_log:
-            learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
-                                      "--output", str(thresholds_file)],
-                                     cwd=ROOT, check=True, timeout=args.startup_timeout,
-                                     stdout=subprocess.PIPE, stderr=job_log, text=True)
-        log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
-        analyzer_flags: list[str] = ["--thresholds", str(thresholds_file)]
-        # --- end of hook ------------------------------------------------------------------------
-
-        analyzer_log = STATE / "analyzer.log"
-        log(f"starting the analyzer (log: {analyzer_log.relative_to(ROOT)})")
-        analyzer = children.start("analyzer", [
-            python, str(HERE / "spark_streaming_analyzer.py"),
-            "--bootstrap-servers", args.bootstrap_servers, "--starting-offsets", "latest",
-            "--checkpoint", str(checkpoint),
-            *analyzer_flags], analyzer_log)
-        # Its first micro-batch fixes where it starts reading (the end of http-logs): traffic
-        # sent before that would be skipped, and the first batch is also the slowest one.
-        wait_until(lambda: " alerts batch 0:" in analyzer_log.read_text(errors="replace"),
-                   args.startup_timeout, "the analyzer's first micro-batch", analyzer)
-        log("the analyzer is running")
-
+        started_broker = ensure_broker(args)
+        analyzer = start_analyzer(children, args, checkpoint, learn_thresholds(args))
         collector = AlertCollector(args.bootstrap_servers, "alerts", echo=not tty)
         collector.start()
-        if tty:
-            children.start("viewer", [python, str(HERE / "alert_viewer.py"),
-                                      "--bootstrap-servers", args.bootstrap_servers], None)
-        else:
-            children.start("viewer", [python, str(HERE / "alert_viewer.py"), "--json",
-                                      "--bootstrap-servers", args.bootstrap_servers],
-                           STATE / "viewer.log")
-        incidents = incident_flags(args.duration)
-        generator_argv = [python, str(HERE / "log_generator.py"), "--rate", str(args.rate),
-                          "--seed", str(args.seed), "--users", str(args.users),
-                          "--bootstrap-servers", args.bootstrap_servers,
-                          "--truth", str(truth), *incidents]
-        if args.duration > 0:
-            generator_argv += ["--duration", str(args.duration)]
-        log(f"starting the generator: {args.rate:g} lines/s, {args.users} users, incidents "
-            f"{' '.join(incidents[1::2])} (seconds from now)")
-        generator = children.start("generator", generator_argv, STATE / "generator.log")
-        if args.duration > 0:
-            try:
-                generator.wait(timeout=args.duration + 30)
-            except subprocess.TimeoutExpired:
-                log("the generator did not finish in time")
-            sent = lines_delivered(STATE / "generator.log")
-            log(f"the generator is done ({sent} lines sent); waiting for the analyzer to read them "
-                f"(at most {args.drain_timeout:g} s)")
-            seen = len(analyzer_log.read_text(errors="replace"))
-            try:
-                # Caught up: it counted every line, or a micro-batch planned after the last line
-                # found nothing new.
-                wait_until(lambda: lines_analyzed(analyzer_log) >= sent or re.search(
-                    r" alerts batch \d+: 0 lines in", analyzer_log.read_text(errors="replace")[seen:]),
-                    args.drain_timeout, "the analyzer to catch up", analyzer)
-                # Their alerts leave at the end of that micro-batch: one trigger more.
-                time.sleep(6)
-            except RuntimeError as error:
-                log(f"{error}: summarizing what came so far")
-        else:
-            log("running until Ctrl-C")
-            generator.wait()
+        start_viewer(children, args, tty)
+        run_traffic(children, args, truth, analyzer)
     except KeyboardInterrupt:
         log("Ctrl-C: stopping")
     except (RuntimeError, subprocess.SubprocessError, OSError) as error:
@@ -456,18 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             collector.stop()
         if started_broker:
             log("stopping the local Kafka broker")
-            subprocess.run([python, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
+            subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if collector is not None:
-        text, listing = summary(read_truth(truth), collector.alerts, collector.firsts,
-                                collector.arrivals,
-                                collector.messages)
-        (STATE / "alerts.txt").write_text(listing)
-        print(f"\n=== Summary ({args.rate:g} lines/s, seed {args.seed}; "
-              f"truth {truth.relative_to(ROOT)}, every alert in "
-              f"{(STATE / 'alerts.txt').relative_to(ROOT)}) ===")
-        print(text)
+        print_summary(args, truth, collector)
     return return_code
 
 

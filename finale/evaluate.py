@@ -11,8 +11,8 @@ have other users and URLs. The incidents only change lines inside their own time
 
 Then, for each window size, in batch mode on one Spark session (fast and exact; the streaming
 wiring is tested with the analyzer):
-1. threshold_job.learn: thresholds from the history phase only;
-2. alerting.entity_window_counts + alerting.alerts (the analyzer's own functions and default
+1. rules.learn_all: every registered rule's thresholds, from the history phase only;
+2. metrics.entity_window_counts + rules.fire_all (the analyzer's own functions and default
    --min-requests, --min-errors, --confidence-z, and its default inhibition: a firing global alert
    drops the ip/url alerts of its window) over the incident and quiet phases;
 3. metrics, printed as a table (and written with --json):
@@ -44,8 +44,6 @@ Files: .state/finale/evaluate/seed-S.log (+ .truth.jsonl), thresholds-S-WINDOW.j
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import statistics
 import subprocess
@@ -63,12 +61,14 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from access_log import parse_access_log  # noqa: E402
-from alerting import alerts, entity_window_counts, thresholds_frame  # noqa: E402
-from log_generator import SHOP  # noqa: E402
-from spark_streaming_analyzer import Settings as AnalyzerSettings  # noqa: E402
-from threshold_job import (ThresholdParams, analysed_columns, build_session, duration_seconds,  # noqa: E402
-                           input_statistics, robust_thresholds, thresholds_document,
-                           write_json_atomically)
+from cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically  # noqa: E402
+from incidents import Truth, on_target, parse_time, read_truth, score  # noqa: E402
+from metrics import analysed_columns, entity_window_counts, input_statistics  # noqa: E402
+from rules import fire_all, learn_all  # noqa: E402
+from settings import GLOBAL_ENTITY, Settings as AnalyzerSettings, ThresholdParams  # noqa: E402
+from shop import SHOP  # noqa: E402
+from thresholds import rule_thresholds_frame, thresholds_document  # noqa: E402
+from threshold_job import add_threshold_options, bounded, build_session  # noqa: E402
 
 DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate"
 DEFAULT_START = "2026-11-28T00:00:00Z"
@@ -145,10 +145,6 @@ class Result:
         return self.false / self.evaluated_hours
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
     """Write the scenario's log file and truth file with finale/log_generator.py (cached: same
     scenario, same bytes, so an existing complete file is reused)."""
@@ -192,16 +188,6 @@ def alertable_url(scenario: Scenario) -> str:
     return random.Random(f"chaussettes-evaluate:{scenario.seed}").choice(candidates)
 
 
-def read_truth(path: Path) -> list[dict]:
-    incidents = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            item = json.loads(line)
-            incidents.append({"kind": item["kind"], "entity": item["entity"],
-                              "start": parse_time(item["start"]), "end": parse_time(item["end"])})
-    return incidents
-
-
 def epoch(name: str) -> Column:
     """Timestamp column `name` as epoch seconds (double), keeping its name."""
     return (F.unix_micros(F.col(name)) / 1e6).alias(name)
@@ -239,84 +225,89 @@ def running_window_counts(logs: DataFrame, window: str, slide: str, entity_type:
     )
 
 
-def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, incidents: list[dict],
-                    params: ThresholdParams, directory: Path) -> tuple[Result, dict]:
-    """Learn on the history phase, alert on the rest, score against the truth."""
-    settings = AnalyzerSettings()
-    history = in_range(logs, scenario.start_time, scenario.incidents_start)
+def learn(spark: SparkSession, history: DataFrame, scenario: Scenario, params: ThresholdParams,
+          directory: Path) -> tuple[dict, DataFrame]:
+    """The thresholds document learned on the history phase (as threshold_job.py would write it,
+    kept in `directory`) and every rule's thresholds as a cached frame."""
     document = thresholds_document(
         params, input_statistics(history),
-        robust_thresholds(entity_window_counts(history, params.window, params.slide), params))
+        learn_all(entity_window_counts(history, params.window, params.slide), params))
     window_tag = params.window.replace(" ", "")
     write_json_atomically(directory / f"thresholds-{scenario.seed}-{window_tag}.json", document)
-    thresholds = thresholds_frame(spark, document).cache()
+    return document, rule_thresholds_frame(spark, document).cache()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def earliest_latencies(fire, evaluated: DataFrame, incidents: list[Truth], params: ThresholdParams,
+                       inhibit_by_global: bool) -> dict:
+    """Per detected incident ("N:kind"), seconds from its start to the end of the earliest running
+    window prefix that fires on its entity: the analyzer's update-mode latency."""
+    margin = timedelta(seconds=duration_seconds(params.window))
+    running = []
+    for number, incident in incidents:
+        key = f"{number}:{incident.kind}"
+        entity = GLOBAL_ENTITY if incident.kind == "global" else incident.entity
+        around = in_range(evaluated, incident.start - margin, incident.end + margin)
+        prefixes = running_window_counts(around, params.window, params.slide, incident.kind, entity)
+        if inhibit_by_global and incident.kind != "global":
+            # The global prefixes of the same (window, second): every line of the entity is also a
+            # global line, so each entity prefix has its global twin, which may inhibit it.
+            prefixes = prefixes.unionByName(
+                running_window_counts(around, params.window, params.slide, "global", GLOBAL_ENTITY))
+        running.append(
+            fire(prefixes)
+            .where((F.col("entity_type") == incident.kind)
+                   & (F.col("window_end") > F.lit(incident.start)))
+            .select(F.lit(key).alias("incident"), "window_end"))
+    if not running:
+        return {}
+    # All incidents in one job: the earliest prefix end that fires, per incident.
+    union = running[0]
+    for frame in running[1:]:
+        union = union.unionByName(frame)
+    starts = {f"{number}:{incident.kind}": incident.start.timestamp() for number, incident in incidents}
+    return {row["incident"]: max(0.0, row["window_end"] - starts[row["incident"]])
+            for row in (union.groupBy("incident").agg(F.min("window_end").alias("window_end"))
+                        .select("incident", epoch("window_end")).collect())}
+
+
+def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, incidents: list[Truth],
+                    params: ThresholdParams, directory: Path) -> tuple[Result, dict]:
+    """Learn on the history phase, alert on the rest (every registered rule), score against the truth."""
+    settings = AnalyzerSettings()
+    document, thresholds = learn(spark, in_range(logs, scenario.start_time, scenario.incidents_start),
+                                 scenario, params, directory)
 
     def fire(counts: DataFrame) -> DataFrame:
-        return alerts(counts, thresholds, settings.min_requests, settings.min_errors, settings.z,
-                      document["version"], inhibit_by_global=settings.inhibit_by_global)
+        return fire_all(counts, thresholds, settings, document["version"])
 
     evaluated = in_range(logs, scenario.incidents_start, scenario.end)
     # The alerts are the job's output (a few per incident): small enough to score in Python.
     # Window bounds as epoch seconds: no dependence on the Python process's time zone.
-    fired = (fire(entity_window_counts(evaluated, params.window, params.slide))
-             .select("entity_type", "entity", epoch("window_start"), epoch("window_end")).collect())
+    fired = [(row["entity_type"], row["entity"], from_epoch(row["window_start"]),
+              from_epoch(row["window_end"]))
+             for row in fire(entity_window_counts(evaluated, params.window, params.slide))
+             .select("entity_type", "entity", epoch("window_start"), epoch("window_end")).collect()]
+    counts = score(fired, incidents, scenario.quiet_start)
 
-    def overlaps(alert, incident) -> bool:
-        return (alert["window_start"] < incident["end"].timestamp()
-                and alert["window_end"] > incident["start"].timestamp())
-
-    def on_target(alert, incident) -> bool:
-        entity = "*" if incident["kind"] == "global" else incident["entity"]
-        return (alert["entity_type"] == incident["kind"] and alert["entity"] == entity
-                and overlaps(alert, incident))
-
-    counts = {"on_target": 0, "collateral": 0, "false": 0, "quiet": 0}
-    for alert in fired:
-        if any(on_target(alert, incident) for incident in incidents):
-            counts["on_target"] += 1
-        elif any(overlaps(alert, incident) for incident in incidents):
-            counts["collateral"] += 1
-        else:
-            counts["false"] += 1
-        if alert["window_start"] >= scenario.quiet_start.timestamp():
-            counts["quiet"] += 1
-
-    latency_earliest, latency_window, running, detected = {}, {}, [], 0
-    margin = timedelta(seconds=duration_seconds(params.window))
+    latency_window, detected = {}, []
     for number, incident in enumerate(incidents):
-        key = f"{number}:{incident['kind']}"
-        hits = [alert for alert in fired if on_target(alert, incident)]
-        latency_earliest[key] = latency_window[key] = None
-        if not hits:
-            continue
-        detected += 1
-        latency_window[key] = max(0.0, min(a["window_end"] for a in hits) - incident["start"].timestamp())
-        entity = "*" if incident["kind"] == "global" else incident["entity"]
-        around = in_range(evaluated, incident["start"] - margin, incident["end"] + margin)
-        prefixes = running_window_counts(around, params.window, params.slide, incident["kind"], entity)
-        if settings.inhibit_by_global and incident["kind"] != "global":
-            # The global prefixes of the same (window, second): every line of the entity is also a
-            # global line, so each entity prefix has its global twin, which may inhibit it.
-            prefixes = prefixes.unionByName(
-                running_window_counts(around, params.window, params.slide, "global", "*"))
-        running.append(
-            fire(prefixes)
-            .where((F.col("entity_type") == incident["kind"])
-                   & (F.col("window_end") > F.lit(incident["start"])))
-            .select(F.lit(key).alias("incident"), "window_end"))
-    if running:
-        # All incidents in one job: the earliest prefix end that fires, per incident.
-        union = running[0]
-        for frame in running[1:]:
-            union = union.unionByName(frame)
-        for row in (union.groupBy("incident").agg(F.min("window_end").alias("window_end"))
-                    .select("incident", epoch("window_end")).collect()):
-            start = incidents[int(row["incident"].split(":")[0])]["start"].timestamp()
-            latency_earliest[row["incident"]] = max(0.0, row["window_end"] - start)
+        key = f"{number}:{incident.kind}"
+        hits = [alert for alert in fired if on_target(*alert, incident)]
+        latency_window[key] = None
+        if hits:
+            detected.append((number, incident))
+            latency_window[key] = max(0.0, (min(end for *_, end in hits) - incident.start).total_seconds())
+    latency_earliest = dict.fromkeys(latency_window)
+    latency_earliest.update(earliest_latencies(fire, evaluated, detected, params,
+                                               settings.inhibit_by_global))
     thresholds.unpersist()
     result = Result(
         seed=scenario.seed, window=params.window, slide=params.slide,
-        thresholds_version=document["version"], incidents=len(incidents), detected=detected,
+        thresholds_version=document["version"], incidents=len(incidents), detected=len(detected),
         alerts=len(fired), on_target=counts["on_target"], collateral=counts["collateral"],
         false=counts["false"], quiet_alerts=counts["quiet"],
         evaluated_hours=(scenario.end - scenario.incidents_start).total_seconds() / 3600,
@@ -383,9 +374,7 @@ def summary_rows(results: list[Result]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from threshold_job import OneLineParser, add_threshold_options, bounded
-
-    parser = OneLineParser(
+    parser = OneLineErrorParser(
         prog="evaluate.py",
         description="Learn thresholds from generated history, inject labelled incidents, and "
                     "measure recall, precision, false alerts per hour and detection latency.",
@@ -416,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     windows = []
     for window in args.windows:
         try:
+            for text in (window, args.slide):
+                if duration_seconds(text) <= 0:
+                    raise ValueError(text)
             if duration_seconds(args.slide) > duration_seconds(window):
                 parser.error(f"--slide {args.slide!r} is longer than the window {window!r}")
             if duration_seconds(window) > SCHEDULE_GAP:
@@ -428,10 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     base = ThresholdParams(min_window_requests=args.min_window_requests,
                            min_entity_windows=args.min_entity_windows,
                            quantile=args.quantile, z=args.z, delta=args.delta)
-    spark = None
-    try:
+    session: list[SparkSession] = []
+
+    def run() -> int:
         # The threshold job's own session settings: the learning runs in it.
         spark, _ = build_session(args.master, app_name="chaussettes-evaluate")
+        session.append(spark)
         print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, "
               f"incidents {' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet "
               f"{args.quiet_minutes} min; analyzer min_requests {AnalyzerSettings.min_requests}, "
@@ -455,19 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                 {**asdict(r), "recall": r.recall, "precision": r.precision,
                  "false_per_hour": r.false_per_hour} for r in results]})
         return 0
-    except KeyboardInterrupt:
-        print("evaluate.py: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"evaluate.py: error: {first_line}", file=sys.stderr)
-        return 1
-    finally:
-        if spark is not None:
-            spark.stop()
+
+    return run_main("evaluate.py", run, cleanup=lambda: [spark.stop() for spark in session])
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli import DEFAULT_BOOTSTRAP  # noqa: E402  (env KAFKA_BOOTSTRAP_SERVERS, else localhost:9092)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Pinned in one place. Kafka 4.2.2: newest patch release of the 4.2 line; its broker class files
@@ -61,7 +64,6 @@ DEFAULT_JARS_DIR = ROOT / ".cache" / "jars"
 DEFAULT_IVY_DIR = ROOT / ".cache" / "ivy"
 DEFAULT_STATE_DIR = ROOT / ".state" / "kafka"
 DEFAULT_PORT = 9092
-DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"localhost:{DEFAULT_PORT}")
 STAMP = ".complete"
 FIX_FETCH = "run `make setup` (or `python finale/local_kafka.py fetch`)"
 

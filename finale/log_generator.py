@@ -46,11 +46,8 @@ Library API: build_traffic_model(...) -> TrafficModel, LogStream(...).lines(i, j
 from __future__ import annotations
 
 import argparse
-import calendar
-import json
 import logging
 import math
-import re
 import os
 import random
 import selectors
@@ -63,64 +60,15 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
-# The shop: (URL, method, smallest and largest response size in bytes, relative popularity).
-SHOP = (
-    ("/", "GET", 8_000, 14_000, 12),
-    ("/socks", "GET", 15_000, 30_000, 8),
-    ("/socks/wool", "GET", 9_000, 16_000, 5),
-    ("/socks/cotton", "GET", 9_000, 16_000, 5),
-    ("/socks/merino", "GET", 9_000, 16_000, 4),
-    ("/socks/bamboo", "GET", 9_000, 16_000, 3),
-    ("/socks/cashmere", "GET", 9_000, 16_000, 2),
-    ("/socks/striped", "GET", 9_000, 16_000, 3),
-    ("/socks/christmas", "GET", 9_000, 16_000, 3),
-    ("/socks/running", "GET", 9_000, 16_000, 3),
-    ("/socks/hiking", "GET", 9_000, 16_000, 2),
-    ("/socks/kids", "GET", 9_000, 16_000, 2),
-    ("/socks/sale", "GET", 12_000, 25_000, 4),
-    ("/search?q=wool+socks", "GET", 10_000, 20_000, 3),
-    ("/cart", "GET", 5_000, 9_000, 5),
-    ("/cart/add", "POST", 200, 600, 4),
-    ("/cart/remove", "POST", 200, 600, 1),
-    ("/checkout", "GET", 6_000, 11_000, 3),
-    ("/checkout/payment", "POST", 300, 1_200, 2),
-    ("/checkout/confirm", "GET", 4_000, 7_000, 2),
-    ("/account", "GET", 5_000, 8_000, 2),
-    ("/login", "POST", 150, 500, 2),
-    ("/logout", "GET", 150, 400, 1),
-    ("/api/products", "GET", 2_000, 40_000, 4),
-    ("/api/products/42", "GET", 600, 2_000, 3),
-    ("/api/cart", "GET", 300, 3_000, 3),
-    ("/api/orders", "POST", 300, 1_500, 2),
-    ("/api/stock?sku=SOCK-WOOL-42", "GET", 80, 200, 2),
-    ("/api/recommendations", "GET", 1_000, 6_000, 2),
-    ("/static/css/main.css", "GET", 20_000, 20_000, 4),
-    ("/static/js/app.js", "GET", 90_000, 90_000, 4),
-    ("/favicon.ico", "GET", 1_150, 1_150, 2),
-)
-URLS = tuple(url for url, *_ in SHOP)
-USER_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
-    "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-    "curl/8.5.0",
-    "python-requests/2.32.3",
-)
-REFERERS = ("-", "-", "https://chaussettes.io/", "https://chaussettes.io/socks",
-            "https://chaussettes.io/cart", "https://www.google.com/", "https://duckduckgo.com/",
-            "https://www.instagram.com/", "https://www.facebook.com/")
-# Weighted status mixes: (status, weight). A 304 or a 204 sends no body, logged as "-".
-OK_STATUSES = {"GET": ((200, 88), (304, 7), (302, 3), (301, 2)),
-               "POST": ((200, 60), (201, 20), (302, 15), (204, 5))}
-ERROR_STATUSES = ((404, 35), (500, 20), (503, 15), (403, 10), (502, 10), (400, 4), (429, 3), (504, 3))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, OneLineErrorParser  # noqa: E402
+from incidents import Incident, incident_spec, resolve_incidents, write_truth  # noqa: E402
+from outputs import COMPRESSIONS, log, open_kafka, open_output, write_stats  # noqa: E402
+from replay import run_replay  # noqa: E402
+from shop import ERROR_STATUSES, OK_STATUSES, REFERERS, SHOP, URLS, USER_AGENTS  # noqa: E402
+
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 BLOCK = 4096  # lines drawn per seeded block: line i only depends on block i // BLOCK
@@ -128,32 +76,6 @@ MAX_BATCH = 65536  # most lines written at once (unpaced runs), bounds memory an
 MIN_BATCH_INTERVAL = 0.005  # s: at high rates gather 5 ms of lines per write instead of a write per line
 HIGH_WATER = 8 << 20  # bytes queued for one client above which no new batch is made
 STALL_TIMEOUT = 10.0  # s: a client with queued bytes that takes nothing for this long is dropped
-DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-INCIDENT_KINDS = ("ip", "url", "global")
-GLOBAL_ENTITY = "*"  # the entity of the global scope, as the analyzer's alerts name it
-# Codecs kafka-python can use here: gzip is in the standard library; lz4, snappy and zstd need
-# extra packages (lz4, python-snappy, zstandard) that requirements.txt does not install.
-COMPRESSIONS = ("gzip", "none", "lz4", "snappy", "zstd")
-
-
-@dataclass(frozen=True)
-class Incident:
-    """KIND on ENTITY fails from START for DURATION seconds of log time after line 0."""
-    kind: str
-    entity: str
-    start: float
-    duration: float
-
-    def truth(self, run_start: float) -> dict:
-        return {"kind": self.kind, "entity": self.entity,
-                "start": iso_utc(run_start + self.start),
-                "end": iso_utc(run_start + self.start + self.duration)}
-
-
-def iso_utc(epoch: float) -> str:
-    return (datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"))
-
 
 @dataclass(frozen=True)
 class TrafficModel:
@@ -337,8 +259,8 @@ class Pacer:
         return self.total is not None and written >= self.total
 
 
-def write_paced(stream: LogStream, pacer: Pacer, out) -> None:
-    """Write the stream's lines when due to `out` (a binary file or a KafkaSink)."""
+def write_paced(stream: LogStream, pacer: Pacer, out) -> int:
+    """Write the stream's lines when due to `out` (a binary file or a KafkaSink); how many."""
     written = 0
     while not pacer.done(written):
         time.sleep(pacer.wait(written))
@@ -348,128 +270,6 @@ def write_paced(stream: LogStream, pacer: Pacer, out) -> None:
             out.flush()
             pacer.last_write = time.monotonic()
             written = due
-
-
-class KafkaSink:
-    """Lines to a Kafka topic, one record per line: key = client IP, value = the line."""
-
-    def __init__(self, bootstrap_servers: str, topic: str, compression: str):
-        from kafka import KafkaProducer
-        from kafka.partitioner.default import murmur2
-
-        self.murmur2 = murmur2
-
-        self.topic, self.bootstrap_servers = topic, bootstrap_servers
-        self.sent = self.failed = 0
-        self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers.split(","),
-            client_id="chaussettes-log-generator",
-            # Throughput over durability: the leader's ack is enough for generated traffic
-            # (idempotence would force acks=all); big batches, filled for up to 20 ms, compressed.
-            acks=1, enable_idempotence=False, batch_size=512 * 1024, linger_ms=20,
-            compression_type=None if compression == "none" else compression,
-            bootstrap_timeout_ms=5_000, max_block_ms=15_000)
-        # Fails now (KafkaTimeoutError) rather than at the first line if the topic cannot be had.
-        self.partitions = sorted(self.producer.partitions_for(topic))
-        # The partition of each IP, as the default partitioner (murmur2, like the Java client)
-        # computes it, once per IP instead of once per line.
-        self.partition_of: dict[bytes, int] = {}
-
-    def _failed(self, error: Exception) -> None:  # runs in the producer's I/O thread
-        self.failed += 1
-        if self.failed == 1:
-            log(f"error: delivery to {self.topic} failed: {type(error).__name__}: {error}")
-
-    def write(self, data: bytes) -> None:
-        send, topic, failed = self.producer.send, self.topic, self._failed
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        partition_of = self.partition_of
-        for line in lines:
-            space = line.find(b" ")
-            key = line[:space] if space > 0 else None
-            partition = partition_of.get(key) if key is not None else None
-            if partition is None and key is not None:
-                partition = partition_of[key] = self.partitions[
-                    (self.murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
-            send(topic, value=line, key=key, partition=partition).add_errback(failed)
-        self.sent += len(lines)
-
-    def flush(self) -> None:
-        """Nothing per batch: the producer sends when a batch is full or lingered 20 ms."""
-
-    def close(self) -> bool:
-        """Deliver what is queued; True if every line was delivered."""
-        from kafka.errors import KafkaError
-
-        flushed = True
-        try:
-            self.producer.flush(timeout=30)
-        except KafkaError as error:
-            log(f"error: lines still undelivered after 30 s: {type(error).__name__}: {error}")
-            flushed = False
-        finally:
-            self.producer.close(timeout=10)
-        if not flushed:
-            return False
-        delivered = self.sent - self.failed
-        log(f"{delivered} lines delivered to topic {self.topic} at {self.bootstrap_servers}"
-            + (f", {self.failed} failed" if self.failed else ""))
-        return self.failed == 0
-
-
-# "[28/Nov/2026:09:14:03 +0000]" of an access-log line, for --replay --speed.
-LOG_TIME = re.compile(rb"\[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\]")
-MONTH_NUMBERS = {month.encode(): number for number, month in enumerate(MONTHS, 1)}
-
-
-def line_epoch(line: bytes) -> float | None:
-    """The log time of an access-log line in epoch seconds, None if it has none."""
-    match = LOG_TIME.search(line)
-    if match is None or match.group(2) not in MONTH_NUMBERS:
-        return None
-    day, month, year, hour, minute, second, sign, off_h, off_m = match.groups()
-    offset = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == b"+" else -1)
-    return calendar.timegm((int(year), MONTH_NUMBERS[month], int(day), int(hour), int(minute),
-                            int(second))) - offset
-
-
-def replay(source, out, rate: float, speed: float | None, total: int | None) -> int:
-    """Write the lines of `source` (a binary file) to `out` unchanged, line n due at t0 + n/rate,
-    or with `speed` at t0 + (its log time - the first line's log time) / speed (the latest log time
-    seen so far, for lines out of order or without a time). Returns the number of lines written."""
-    t0 = time.monotonic()
-    batch: list[bytes] = []
-    written, first_time, latest = 0, None, 0.0
-    for line in source:
-        if total is not None and written + len(batch) >= total:
-            break
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        n = written + len(batch)
-        if speed is None:
-            offset = n / rate
-        else:
-            moment = line_epoch(line)
-            if moment is not None:
-                first_time = moment if first_time is None else first_time
-                latest = max(latest, (moment - first_time) / speed)
-            offset = latest
-        due = t0 + offset
-        # Lines due within the next MIN_BATCH_INTERVAL go together: never a sleep per line.
-        if due > time.monotonic() + MIN_BATCH_INTERVAL or len(batch) >= MAX_BATCH:
-            if batch:
-                out.write(b"".join(batch))
-                out.flush()
-                written += len(batch)
-                batch = []
-            time.sleep(max(0.0, due - time.monotonic()))
-        batch.append(line)
-    if batch:
-        out.write(b"".join(batch))
-        out.flush()
-        written += len(batch)
     return written
 
 
@@ -594,15 +394,6 @@ def serve(stream: LogStream, pacer: Pacer, broadcaster: Broadcaster) -> None:
     broadcaster.drain()
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except None ones: their help says what happens instead."""
 
@@ -691,8 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=port_number, default=9999, action=ServeTcp,
                         help="TCP port of that server")
     kafka = parser.add_argument_group("Kafka output (the default)")
-    kafka.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
-                       help="Kafka bootstrap servers, comma-separated (env KAFKA_BOOTSTRAP_SERVERS)")
+    kafka.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     kafka.add_argument("--topic", default="http-logs", help="topic the lines go to, key = client IP")
     kafka.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
                        help="producer compression (lz4, snappy and zstd need their Python package)")
@@ -708,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--truth", default=None, metavar="FILE",
                            help="write each incident as a JSON line: kind, entity, start, end "
                                 "(ISO 8601 UTC log time)")
+    parser.add_argument("--stats-file", default=None, metavar="FILE",
+                        help="at the end, write the run's counts as JSON (Kafka: lines_sent, "
+                             "lines_delivered, lines_failed; file: lines_written); not with the "
+                             "TCP server")
     modes = parser.add_argument_group("other modes")
     modes.add_argument("--history", type=positive_float, default=None, metavar="HOURS",
                        help="write HOURS of log time, round(HOURS*3600*rate) lines, as fast as "
@@ -725,58 +519,6 @@ class ServeTcp(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
         namespace.serve_tcp = True
-
-
-def incident_spec(text: str) -> tuple[str, str | None, float, float]:
-    """'url=/cart@60+15' -> ('url', '/cart', 60.0, 15.0); the entity is checked against the model
-    later. Split at the last '@' and the first '+' after it (URLs may hold '@' and '+')."""
-    head, at, times = text.rpartition("@")
-    start_text, plus, duration_text = times.partition("+")
-    if not at or not plus:
-        raise argparse.ArgumentTypeError(
-            f"must be KIND[=ENTITY]@START+DURATION (e.g. ip@30+20, url=/cart@60+15), got {text!r}")
-    kind, equals, entity = head.partition("=")
-    if kind not in INCIDENT_KINDS:
-        raise argparse.ArgumentTypeError(
-            f"unknown incident kind {kind!r} in {text!r}: one of {', '.join(INCIDENT_KINDS)}")
-    if equals and not entity:
-        raise argparse.ArgumentTypeError(f"empty entity after '=' in {text!r}")
-    try:
-        start, duration = float(start_text), float(duration_text)
-    except ValueError:
-        start = duration = math.nan
-    if not (0 <= start < math.inf and 0 < duration < math.inf):
-        raise argparse.ArgumentTypeError(
-            f"START must be seconds >= 0 and DURATION seconds > 0, got {text!r}")
-    return kind, entity if equals else None, start, duration
-
-
-def resolve_incidents(parser: argparse.ArgumentParser, specs, model: TrafficModel,
-                      seed: int) -> tuple[Incident, ...]:
-    """Check each entity against the model; pick the missing ones (seeded, distinct per kind
-    while there are unused ones)."""
-    rng = random.Random(f"chaussettes-incidents:{seed}")
-    candidates = {"ip": model.ips, "url": model.urls}
-    used: dict[str, set[str]] = {"ip": set(), "url": set()}
-    for kind, entity, *_ in specs:
-        if entity is not None and kind in used:
-            used[kind].add(entity)
-    incidents = []
-    for kind, entity, start, duration in specs:
-        if kind == "global":
-            if entity not in (None, GLOBAL_ENTITY):
-                parser.error(f"argument --incident: a global incident takes no entity, got {entity!r}")
-            entity = GLOBAL_ENTITY
-        elif entity is None:
-            fresh = [e for e in candidates[kind] if e not in used[kind]]
-            entity = rng.choice(fresh or candidates[kind])
-            used[kind].add(entity)
-        elif entity not in candidates[kind]:
-            known = ("the shop's URLs are " + " ".join(model.urls) if kind == "url" else
-                     f"not one of the {len(model.ips)} users' IPs of this --seed and --users")
-            parser.error(f"argument --incident: unknown {kind.upper()} {entity!r} ({known})")
-        incidents.append(Incident(kind, entity, start, duration))
-    return tuple(incidents)
 
 
 def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -798,6 +540,8 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("argument --speed: only with --replay")
     if args.serve_tcp and (args.output is not None or args.replay is not None):
         parser.error("argument --host/--port: the TCP server cannot be combined with --output or --replay")
+    if args.serve_tcp and args.stats_file is not None:
+        parser.error("argument --stats-file: not with the TCP server (--host/--port)")
     if args.compression not in ("gzip", "none"):
         from kafka import codec
         if not getattr(codec, f"has_{args.compression}")():
@@ -820,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                         if in_main_thread else None)
     try:
         if args.replay is not None:
-            return _run_replay(args)
+            return run_replay(args)
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
         if args.history is not None:
             total = round(args.history * 3600 * args.rate)
@@ -830,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
             start = args.start_time if args.start_time is not None else time.time()
         model = build_traffic_model(args.users, args.error_users, args.error_urls, seed)
         incidents = resolve_incidents(parser, args.incident, model, seed)
-        if args.truth is not None and not _write_truth(args.truth, incidents, start):
+        problem = None if args.truth is None else write_truth(args.truth, incidents, start)
+        if problem is not None:
+            log(problem)
             return 1
         stream = LogStream(model, args.error_rate, args.rate, start, seed, incidents,
                            args.incident_error_rate)
@@ -846,35 +592,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _write_truth(path: str, incidents: tuple[Incident, ...], start: float) -> bool:
-    try:
-        with open(path, "w") as truth:
-            for incident in incidents:
-                truth.write(json.dumps(incident.truth(start)) + "\n")
-    except OSError as error:
-        log(f"error: cannot write {path}: {error.strerror}")
-        return False
-    return True
-
-
-def _open_kafka(args) -> KafkaSink | None:
-    from kafka.errors import KafkaError
-
-    try:
-        sink = KafkaSink(args.bootstrap_servers, args.topic, args.compression)
-    except KafkaError as error:
-        if "bootstrap" in str(error).lower():
-            log(f"error: no Kafka broker answers at {args.bootstrap_servers} "
-                "(start one: python finale/local_kafka.py start)")
-        else:
-            log(f"error: Kafka at {args.bootstrap_servers}, topic {args.topic}: "
-                f"{type(error).__name__}: {error}")
-        return None
-    return sink
-
-
 def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
-    sink = _open_kafka(args)
+    sink = open_kafka(args)
     if sink is None:
         return 1
     log(f"sending to topic {args.topic} at {args.bootstrap_servers}, {args.rate:g} lines/s"
@@ -891,59 +610,18 @@ def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
         failed = True
     finally:
         delivered = sink.close()
+        write_stats(args.stats_file, sink.stats())
     return 0 if delivered and not failed else 1
-
-
-def _open_output(path: str):
-    """stdout's bytes for '-', else the file opened for writing; None (error said) if it cannot be."""
-    if path == "-":
-        return sys.stdout.buffer
-    try:
-        return open(path, "wb")
-    except OSError as error:
-        log(f"error: cannot write {path}: {error.strerror}")
-        return None
-
-
-def _run_replay(args) -> int:
-    kafka = args.output is None
-    if kafka:
-        out = _open_kafka(args)
-        if out is None:
-            return 1
-    else:
-        out = _open_output(args.output)
-        if out is None:
-            return 1
-    from kafka.errors import KafkaError
-
-    ok = True
-    try:
-        with open(args.replay, "rb") as source:
-            replay(source, out, args.rate, args.speed, args.count)
-    except KeyboardInterrupt:
-        pass
-    except KafkaError as error:
-        log(f"error: Kafka at {args.bootstrap_servers}: {type(error).__name__}: {error}")
-        ok = False
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    finally:
-        if kafka:
-            ok = out.close() and ok
-        elif out is not sys.stdout.buffer:
-            out.close()
-    return 0 if ok else 1
 
 
 def _run_to_file(args, seed: int, stream: LogStream, total: int | None) -> int:
     if args.seed is None:
         log(f"seed {seed}")
-    out = _open_output(args.output)
+    out = open_output(args.output)
     if out is None:
         return 1
     try:
-        write_paced(stream, Pacer(args.rate, total, paced=args.history is None), out)
+        written = write_paced(stream, Pacer(args.rate, total, paced=args.history is None), out)
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): that ends the output, it is not an error.
         # Point stdout at devnull so the interpreter's final flush does not complain.
@@ -952,6 +630,7 @@ def _run_to_file(args, seed: int, stream: LogStream, total: int | None) -> int:
     finally:
         if out is not sys.stdout.buffer:
             out.close()
+    write_stats(args.stats_file, {"output": args.output, "lines_written": written})
     return 0
 
 

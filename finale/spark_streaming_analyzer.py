@@ -12,27 +12,25 @@ Two streaming queries read the topic `http-logs` (one Apache access-log line per
 - `dead-letters`: lines that do not parse go to `http-logs-dlq`, value = the original line, headers
   `reason` (why) and `source` (topic); they never stop the job and never hide the good lines.
 - `alerts`: the good lines, with a watermark on their own timestamp, are counted per sliding window for
-  three scopes (global, ip, url) in one stateful aggregation (alerting.entity_window_counts, update
-  mode); each micro-batch keeps the windows whose error rate is significantly above the threshold
-  (alerting.alerts) and writes them to `alerts`, key = alert_id, value = the alert as JSON. A
-  global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
+  three scopes (global, ip, url) in one stateful aggregation (metrics.entity_window_counts, update
+  mode); each micro-batch keeps the windows that break a registered rule (rules.RULES: the error
+  rate significantly above its threshold, rules.alerts) and writes them to `alerts`, key =
+  alert_id, value = the alert as JSON. A global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
   all traffic fails); --no-inhibit keeps them.
 
 The thresholds file (threshold_job.py's output) is re-read when its mtime changes; without a file the
-documented defaults of alerting.py apply. Each query has its own checkpoint folder under --checkpoint:
+documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
 a restarted analyzer resumes where it stopped, and since alert ids are deterministic a re-emitted alert
-replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout.
+replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout,
+and the same progress as JSON in --status-file (status.py; its fields are in finale/README.md).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -45,33 +43,16 @@ from pyspark.sql import DataFrame, SparkSession, functions as F  # noqa: E402
 from pyspark.sql.streaming import DataStreamWriter  # noqa: E402
 
 from access_log import parse_access_log  # noqa: E402
-from alerting import (ALERT_COLUMNS, DEFAULT_THRESHOLDS_PATH, alerts,  # noqa: E402
-                      entity_window_counts, read_thresholds, thresholds_frame)
+from cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, HelpFormatter, OneLineErrorParser  # noqa: E402
+from cli import duration_seconds, is_interval, silence_stdout  # noqa: E402
+from metrics import entity_window_counts  # noqa: E402
+from rules import fire_all  # noqa: E402
+from settings import (DEFAULT_ALERTS_TOPIC, DEFAULT_CHECKPOINT, DEFAULT_DLQ_TOPIC,  # noqa: E402
+                      DEFAULT_STATUS, DEFAULT_THRESHOLDS, DEFAULT_TOPIC, Settings)
+from sinks import BatchSink, alert_records, dead_letter_records, kafka_sink  # noqa: E402
+from status import StatusFile, make_status_listener  # noqa: E402
+from thresholds import ThresholdsFile, read_thresholds  # noqa: E402
 import spark_security  # noqa: E402
-
-ROOT = HERE.parent
-DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-DEFAULT_CHECKPOINT = ROOT / ".state" / "finale" / "checkpoints"
-DEFAULT_THRESHOLDS = ROOT / DEFAULT_THRESHOLDS_PATH
-DURATION = re.compile(r"^\s*\d+\s*(milliseconds?|seconds?|minutes?|hours?|days?)\s*$", re.IGNORECASE)
-UNIT_SECONDS = {"millisecond": 0.001, "second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-# A batch function: (micro-batch DataFrame, batch id) -> None, as foreachBatch calls it.
-BatchSink = Callable[[DataFrame, int], None]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The analysis parameters (not the wiring)."""
-    window: str = "30 seconds"
-    slide: str = "10 seconds"
-    watermark: str = "10 seconds"
-    min_requests: int = 5
-    min_errors: int = 3
-    z: float = 3.0
-    thresholds_path: Path = DEFAULT_THRESHOLDS
-    # A firing global alert inhibits the ip/url alerts of its window (alerting.alerts).
-    inhibit_by_global: bool = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,25 +80,6 @@ def dead_letters(parsed: DataFrame) -> DataFrame:
     )
 
 
-def alert_records(alerts_batch: DataFrame) -> DataFrame:
-    """Alerts -> Kafka records: key = alert_id, value = every field + emitted_at as one JSON object."""
-    return alerts_batch.select(
-        F.col("alert_id").alias("key"),
-        F.to_json(F.struct(*ALERT_COLUMNS, "emitted_at")).alias("value"),
-    )
-
-
-def dead_letter_records(dead: DataFrame, source_topic: str) -> DataFrame:
-    """Dead letters -> Kafka records: value = the line unchanged (replayable), why in the headers."""
-    return dead.select(
-        F.col("value"),
-        F.array(
-            F.struct(F.lit("reason").alias("key"), F.encode("reason", "UTF-8").alias("value")),
-            F.struct(F.lit("source").alias("key"), F.encode(F.lit(source_topic), "UTF-8").alias("value")),
-        ).alias("headers"),
-    )
-
-
 # ------------------------------------------------------------------------------------------------
 # Wiring: sources, sinks, queries
 # ------------------------------------------------------------------------------------------------
@@ -138,59 +100,13 @@ def kafka_source(spark: SparkSession, bootstrap_servers: str, topic: str, starti
     return reader.load()
 
 
-def kafka_sink(bootstrap_servers: str, topic: str,
-               to_records: Callable[[DataFrame], DataFrame]) -> BatchSink:
-    """A foreachBatch sink writing `to_records(batch)` (key/value/headers columns) to a Kafka topic."""
-    def write(batch: DataFrame, batch_id: int) -> None:
-        (to_records(batch).write.format("kafka")
-         .option("kafka.bootstrap.servers", bootstrap_servers)
-         .option("topic", topic)
-         .save())
-    return write
-
-
-class Thresholds:
-    """The thresholds file, re-read when its mtime changes (a cheap hot reload between batches)."""
-
-    def __init__(self, path: Path, log: Callable[[str], None] = print):
-        self.path, self.log = Path(path), log
-        self.mtime: float | None = -1.0
-        self.frame: DataFrame | None = None
-        self.version: str | None = None
-
-    def _mtime(self) -> float | None:
-        try:
-            return self.path.stat().st_mtime
-        except FileNotFoundError:
-            return None
-
-    def current(self, spark: SparkSession) -> tuple[DataFrame, str | None]:
-        mtime = self._mtime()
-        if mtime != self.mtime or self.frame is None:
-            try:
-                data = read_thresholds(self.path)
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                if self.frame is None:
-                    raise
-                # A half-written or broken file must not stop the analyzer: keep the last good one.
-                self.log(f"warning: thresholds not reloaded, keeping version {self.version}: {error}")
-                self.mtime = mtime
-                return self.frame, self.version
-            frame = thresholds_frame(spark, data).cache()
-            if self.frame is not None:
-                self.frame.unpersist()
-                self.log(f"thresholds reloaded from {self.path}: version {data.get('version')}")
-            self.frame, self.version, self.mtime = frame, data.get("version"), mtime
-        return self.frame, self.version
-
-
 class AlertBatch:
-    """foreachBatch of the alerts query: updated window counts -> alerts -> sink."""
+    """foreachBatch of the alerts query: updated window counts -> every rule's alerts -> sink."""
 
     def __init__(self, settings: Settings, alert_sink: BatchSink,
                  counts_sink: BatchSink | None = None, log: Callable[[str], None] = print):
         self.settings, self.alert_sink, self.counts_sink = settings, alert_sink, counts_sink
-        self.thresholds = Thresholds(settings.thresholds_path, log)
+        self.thresholds = ThresholdsFile(settings.thresholds_path, log)
         self.stats: dict[int, tuple[int, int]] = {}  # batch id -> (window rows updated, alerts out)
 
     def __call__(self, counts_batch: DataFrame, batch_id: int) -> None:
@@ -204,9 +120,7 @@ class AlertBatch:
             if self.counts_sink is not None:
                 self.counts_sink(counts_batch, batch_id)
             fired = (
-                alerts(counts_batch, threshold_rows, self.settings.min_requests,
-                       self.settings.min_errors, self.settings.z, thresholds_version=version,
-                       inhibit_by_global=self.settings.inhibit_by_global)
+                fire_all(counts_batch, threshold_rows, self.settings, version)
                 .withColumn("emitted_at", F.current_timestamp())
                 .persist()
             )
@@ -266,46 +180,23 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
 # Command line
 # ------------------------------------------------------------------------------------------------
 
-def duration_seconds(text: str) -> float:
-    number, unit = re.match(r"^\s*(\d+)\s*([a-z]+)", text.lower()).groups()
-    return int(number) * UNIT_SECONDS[unit.rstrip("s")]
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except a None default (its help says what unset means) and on-off flags
-    (a "(default: True)" after --no-inhibit would read backwards; their help says the default)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.nargs == 0:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """Bad input: one line on stderr and exit status 2 (no usage block)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="spark_streaming_analyzer.py",
         description="Kafka access logs -> error-rate alerts (topic alerts) and dead letters.",
         formatter_class=HelpFormatter)
     add = parser.add_argument
-    add("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
-        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
-    add("--topic", default="http-logs", help="input topic: one access-log line per record")
-    add("--alerts-topic", default="alerts", help="output topic of the alerts (key = alert_id)")
-    add("--dlq-topic", default="http-logs-dlq", help="output topic of the lines that do not parse")
+    add("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
+    add("--topic", default=DEFAULT_TOPIC, help="input topic: one access-log line per record")
+    add("--alerts-topic", default=DEFAULT_ALERTS_TOPIC, help="output topic of the alerts (key = alert_id)")
+    add("--dlq-topic", default=DEFAULT_DLQ_TOPIC, help="output topic of the lines that do not parse")
     add("--starting-offsets", default="latest", choices=("latest", "earliest"),
         help="where a query without checkpoint starts reading (a checkpoint always wins)")
     add("--max-offsets-per-trigger", type=int, default=None,
         help="most records read per micro-batch (unset: everything available)")
-    add("--window", default="30 seconds", help="sliding window length (Spark interval)")
-    add("--slide", default="10 seconds", help="sliding window step (Spark interval)")
-    add("--watermark", default="10 seconds",
+    add("--window", default=Settings.window, help="sliding window length (Spark interval)")
+    add("--slide", default=Settings.slide, help="sliding window step (Spark interval)")
+    add("--watermark", default=Settings.watermark,
         help="how late (event time) a line may arrive and still be counted")
     add("--trigger", default="5 seconds",
         help="micro-batch interval (Spark interval), or 'available-now': process what is in the "
@@ -323,10 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="thresholds JSON of threshold_job.py, re-read when it changes (absent: defaults)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
         help="checkpoint folder, one sub-folder per query")
+    add("--status-file", type=Path, default=DEFAULT_STATUS,
+        help="progress of every query as JSON, replaced after each micro-batch (see finale/README.md)")
     add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
         help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
-    add("--status-file", type=Path, default=None,
-        help="JSON file replaced after every micro-batch with each query's last batch (unset: none)")
     spark_security.add_security_options(parser)
     return parser
 
@@ -335,10 +226,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     for flag in ("window", "slide", "watermark"):
-        if not DURATION.match(getattr(args, flag)):
+        if not is_interval(getattr(args, flag)):
             parser.error(f"--{flag} must be a Spark interval like '30 seconds', "
                          f"got {getattr(args, flag)!r}")
-    if args.trigger != "available-now" and not DURATION.match(args.trigger):
+    if args.trigger != "available-now" and not is_interval(args.trigger):
         parser.error(f"--trigger must be a Spark interval like '5 seconds' or 'available-now', "
                      f"got {args.trigger!r}")
     window, slide = duration_seconds(args.window), duration_seconds(args.slide)
@@ -387,62 +278,13 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
     return None
 
 
-def make_status_listener(handler: AlertBatch, log: Callable[[str], None],
-                         status_file: Path | None = None, queries: int = 2):
-    """One line per micro-batch and query: lines in, dead letters / window rows and alerts out.
-    With `status_file`, also the last batch of each query as JSON, replaced after every batch once
-    all `queries` have run one (docker compose's healthcheck: the file exists)."""
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    last_batches: dict[str, dict] = {}
-
-    def write_status(progress) -> None:
-        last_batches[progress.name] = {"id": str(progress.id), "batch": progress.batchId,
-                                       "input_rows": progress.numInputRows,
-                                       "timestamp": progress.timestamp}
-        if status_file is not None and len(last_batches) == queries:
-            # Written aside then renamed: a reader never sees half a file.
-            partial = status_file.with_name(f".{status_file.name}.partial")
-            partial.write_text(json.dumps({"queries": last_batches}, sort_keys=True))
-            os.replace(partial, status_file)
-
-    class StatusListener(StreamingQueryListener):
-        def onQueryStarted(self, event):
-            pass
-
-        def onQueryProgress(self, event):
-            progress = event.progress
-            rows_in = progress.numInputRows
-            rate = progress.processedRowsPerSecond or 0.0
-            if progress.name == "alerts":
-                updated, out = handler.stats.get(progress.batchId, (0, 0))
-                watermark = (progress.eventTime or {}).get("watermark", "-")
-                detail = f"{updated} window rows updated, {out} alerts out, watermark {watermark}"
-            else:
-                observed = (progress.observedMetrics or {}).get("dead_letters")
-                detail = f"{observed['count'] if observed is not None else 0} dead letters out"
-            log(f"{progress.name} batch {progress.batchId}: {rows_in} lines in "
-                f"({rate:.0f} lines/s), {detail}")
-            write_status(progress)
-
-        def onQueryIdle(self, event):
-            pass
-
-        def onQueryTerminated(self, event):
-            if event.exception:
-                log(f"query {event.id} failed: {event.exception.splitlines()[0]}")
-
-    return StatusListener()
-
-
 def log(message: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
     try:
         print(f"{stamp} {message}", flush=True)
     except BrokenPipeError:
         # Output piped into `head` and closed: stop printing, keep analysing (as json.tool does).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()
 
 
 def build_spark(master: str, jars: list[str],
@@ -494,10 +336,7 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, settings=settings, log=log)
-    if args.status_file is not None:
-        # A status file left by an earlier run must not pass for this one's.
-        args.status_file.unlink(missing_ok=True)
-    listener = make_status_listener(handler, log, args.status_file, len(writers))
+    listener = make_status_listener(handler.stats, StatusFile(args.status_file), log)
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "

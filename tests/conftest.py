@@ -17,11 +17,15 @@ time.tzset()
 
 
 def load_module(stage: str, name: str):
-    """Import ROOT/stage/name.py under a unique module name (the stages share file names)."""
+    """Import ROOT/stage/name.py under a unique module name (the stages share file names).
+
+    finale's modules import each other by plain name (rules, metrics, ...): they are imported
+    under that name, so a test and the scripts share one module (and one rule registry)."""
     stage_dir = ROOT / stage
-    if str(stage_dir) not in sys.path and stage == "finale":
-        # finale's scripts import their sibling modules (access_log, local_kafka, ...).
-        sys.path.insert(0, str(stage_dir))
+    if stage == "finale":
+        if str(stage_dir) not in sys.path:
+            sys.path.insert(0, str(stage_dir))
+        return importlib.import_module(name)
     module_name = f"{stage}_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -30,6 +34,15 @@ def load_module(stage: str, name: str):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def pytest_collection_modifyitems(items):
+    """The kafka and spark markers follow the fixtures a test uses, directly or through another
+    fixture, so `-m "not kafka"` can never run a test that needs the broker."""
+    for item in items:
+        for fixture in ("kafka", "spark"):
+            if fixture in item.fixturenames:
+                item.add_marker(fixture)
 
 
 def free_port() -> int:

@@ -2,17 +2,17 @@
 from conftest import load_module
 
 check = load_module("finale", "compose_check")
-demo = load_module("finale", "demo")
+incidents = load_module("finale", "incidents")
 
-URL = demo.Incident(1, "url", "/cart/add", demo.parse_time("2026-12-02T10:00:30Z"),
-                    demo.parse_time("2026-12-02T10:01:00Z"))
-IP = demo.Incident(2, "ip", "10.0.0.9", demo.parse_time("2026-12-02T10:03:00Z"),
-                   demo.parse_time("2026-12-02T10:03:30Z"))
+URL = incidents.Truth(1, "url", "/cart/add", incidents.parse_time("2026-12-02T10:00:30Z"),
+                      incidents.parse_time("2026-12-02T10:01:00Z"))
+IP = incidents.Truth(2, "ip", "10.0.0.9", incidents.parse_time("2026-12-02T10:03:00Z"),
+                     incidents.parse_time("2026-12-02T10:03:30Z"))
 
 
 def alert(alert_id, entity_type, entity, window_start, emitted_at):
     """A 30 s window starting at minute:second `window_start` of 10:00, emitted at `emitted_at`."""
-    start = demo.parse_time(f"2026-12-02T10:{window_start}Z")
+    start = incidents.parse_time(f"2026-12-02T10:{window_start}Z")
     end = start.replace(minute=start.minute + (start.second + 30) // 60,
                         second=(start.second + 30) % 60)
     return {"alert_id": alert_id, "entity_type": entity_type, "entity": entity,

@@ -10,7 +10,12 @@ import threading
 from collections import Counter
 from datetime import datetime, timezone
 
+import pytest
+
 from conftest import ROOT, free_port, load_module, wait_for
+
+# Each test starts the stage-2 analyzer, a Spark job, as a subprocess.
+pytestmark = pytest.mark.spark
 
 analyzer = load_module("complet", "spark_streaming_analyzer")
 generator_lib = load_module("complet", "log_generator")
@@ -76,6 +81,7 @@ def collect(stream, into: list[str]):
     threading.Thread(target=lambda: into.extend(line.rstrip("\n") for line in stream), daemon=True).start()
 
 
+@pytest.mark.slow
 def test_secure_analyzer_reports_every_window_exactly(tmp_path):
     port = free_port()
     generator = subprocess.Popen(

@@ -5,9 +5,13 @@ import sys
 import threading
 from datetime import datetime, timezone
 
+import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from conftest import ROOT, free_port, load_module, wait_for
+
+# Each test starts the stage-1 analyzer, a Spark job, as a subprocess.
+pytestmark = pytest.mark.spark
 
 analyzer = load_module("minimal", "spark_streaming_analyzer")
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-) ')
@@ -28,6 +32,7 @@ def start_collecting(process) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_errors_of_the_socket_stream_are_exactly_the_generated_error_lines(spark):
     port = free_port()
     generator = subprocess.Popen(

@@ -32,6 +32,7 @@ def test_running_window_counts_are_the_prefixes_the_analyzer_sees(spark):
 
 
 # About 60 s on an idle 2-core machine, several times that when it is shared: a longer timeout.
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_every_incident_alerts_and_a_quiet_hour_raises_none(spark, tmp_path):
     # The generator's default error model (20 % error users, 30 % error URLs, 50 % failures) at

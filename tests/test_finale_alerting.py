@@ -1,4 +1,4 @@
-"""finale/alerting.py on small static DataFrames, against hand-computed rows."""
+"""finale/metrics.py, rules.py and thresholds.py on small static DataFrames, against hand-computed rows."""
 import hashlib
 import json
 from datetime import datetime
@@ -9,7 +9,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import load_module
 
-alerting = load_module("finale", "alerting")
+rules = load_module("finale", "rules")
+metrics = load_module("finale", "metrics")
+thresholds_file = load_module("finale", "thresholds")
 access_log = load_module("finale", "access_log")
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
@@ -41,7 +43,7 @@ def test_entity_window_counts_three_scopes_overlapping_windows(spark):
     ]
     logs = access_log.parse_access_log(spark.createDataFrame([(v,) for v in lines], "value string"))
 
-    counts = alerting.entity_window_counts(logs, "20 seconds", "10 seconds")
+    counts = metrics.entity_window_counts(logs, "20 seconds", "10 seconds")
 
     # Each line falls in two 20 s windows starting on a multiple of 10 s.
     w1, w2, w3, w4 = (t(-10), t(10)), (t(0), t(20)), (t(10), t(30)), (t(20), t(40))
@@ -64,7 +66,7 @@ def test_entity_window_counts_three_scopes_overlapping_windows(spark):
         (*w4, "global", "*", 1, 1, 1.0),
         (*w4, "ip", "10.0.0.2", 1, 1, 1.0),
     ], COUNTS_SCHEMA)
-    assert counts.columns == list(alerting.COUNTS_COLUMNS)
+    assert counts.columns == list(metrics.COUNTS_COLUMNS)
     assert dict(counts.dtypes) == dict(expected.dtypes)
     assertDataFrameEqual(counts, expected)
 
@@ -75,7 +77,7 @@ def test_wilson_lower_bound_matches_hand_computation(spark):
     # = (0.99208 - 1.96·sqrt(0.025604)) / 1.38416 = (0.99208 - 0.3136245) / 1.38416 = 0.4901568
     frame = spark.createDataFrame([(8, 10), (0, 0), (0, 10), (10, 10)], "errors long, requests long")
     bounds = [row[0] for row in frame.select(
-        alerting.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
+        rules.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
     assert bounds[0] == pytest.approx(0.4901568, abs=1e-7)
     assert bounds[1] is None                      # no request: no bound, never fires
     assert bounds[2] == pytest.approx(0.0, abs=1e-12)
@@ -115,12 +117,12 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
         ("url", "/quiet", 100, 3),    # own 0.01: bound (0.035 - 0.017776)/1.01 = 0.01705 -> alert
         ("global", "*", 1000, 150),   # global 0.10: bound 0.1391 -> alert, 0.15 < 0.20: warning
     ])
-    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+    thresholds = spark.createDataFrame(THRESHOLDS, thresholds_file.THRESHOLDS_SCHEMA)
 
     # inhibit_by_global=False: this test is about which threshold applies; the global row fires
     # in the same window W, and by default it would inhibit the ip and url alerts (tested below).
-    fired = alerting.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
-                            thresholds_version="v1", inhibit_by_global=False)
+    fired = rules.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
+                         thresholds_version="v1", inhibit_by_global=False)
 
     expected = spark.createDataFrame([
         (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
@@ -131,14 +133,14 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
         (alert_id("global", "*"), "error_rate", "global", "*", *W, 1000, 150, 0.15, 0.10, "v1",
          "warning"),
     ], ALERTS_SCHEMA)
-    assert fired.columns == list(alerting.ALERT_COLUMNS)
+    assert fired.columns == list(rules.ALERT_COLUMNS)
     assertDataFrameEqual(fired, expected)
 
     # The global row the Wilson bound holds back (12/100: bound 0.0912 < 0.10) on its own:
     quiet = counts_frame(spark, [("global", "*", 100, 12)])
-    assert alerting.alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
+    assert rules.alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
     # ... and fires once the confidence asked for is low enough (z = 0.5: bound 0.1043).
-    assert alerting.alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
+    assert rules.alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
 
 
 def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
@@ -156,7 +158,7 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
         (*w2, "ip", "10.0.0.2", 20, 10, 0.5),
     ], COUNTS_SCHEMA)
     thresholds = spark.createDataFrame(
-        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)], alerting.THRESHOLDS_SCHEMA)
+        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)], thresholds_file.THRESHOLDS_SCHEMA)
 
     def row(entity_type, entity, window, requests, errors, threshold):
         return (alert_id(entity_type, entity, window), "error_rate", entity_type, entity, *window,
@@ -167,17 +169,17 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
     url_w1 = row("url", "/x", w1, 20, 10, 0.30)
     ip_w2 = row("ip", "10.0.0.2", w2, 20, 10, 0.30)
 
-    inhibited = alerting.alerts(counts, thresholds, 5, 3, 1.0, "v1")
-    assert inhibited.columns == list(alerting.ALERT_COLUMNS)
+    inhibited = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1")
+    assert inhibited.columns == list(rules.ALERT_COLUMNS)
     assertDataFrameEqual(inhibited, spark.createDataFrame([global_w1, ip_w2], ALERTS_SCHEMA))
 
-    everything = alerting.alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
+    everything = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
     assertDataFrameEqual(everything,
                          spark.createDataFrame([global_w1, ip_w1, url_w1, ip_w2], ALERTS_SCHEMA))
 
 
 def test_alerts_min_requests_and_min_errors_gates(spark):
-    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+    thresholds = spark.createDataFrame(THRESHOLDS, thresholds_file.THRESHOLDS_SCHEMA)
     counts = counts_frame(spark, [
         ("ip", "10.0.0.2", 4, 4),   # bound 1/1.25 = 0.8 > 0.30, but only 4 requests
         ("url", "/y", 5, 2),        # bound (0.5 - 0.2408)/1.2 = 0.216 > 0.10, but only 2 errors
@@ -185,7 +187,7 @@ def test_alerts_min_requests_and_min_errors_gates(spark):
 
     def fired(min_requests, min_errors):
         return sorted(row.entity for row in
-                      alerting.alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
+                      rules.alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
 
     assert fired(5, 3) == []
     assert fired(4, 3) == ["10.0.0.2"]
@@ -194,7 +196,7 @@ def test_alerts_min_requests_and_min_errors_gates(spark):
 
 
 def test_alert_id_deterministic_and_unique_per_rule_entity_window(spark):
-    thresholds = spark.createDataFrame(THRESHOLDS, alerting.THRESHOLDS_SCHEMA)
+    thresholds = spark.createDataFrame(THRESHOLDS, thresholds_file.THRESHOLDS_SCHEMA)
     later = (t(10), t(40))
     counts = spark.createDataFrame([
         (*W, "ip", "10.0.0.1", 20, 10, 0.5),
@@ -204,10 +206,10 @@ def test_alert_id_deterministic_and_unique_per_rule_entity_window(spark):
     recounted = spark.createDataFrame([(*W, "ip", "10.0.0.1", 40, 30, 0.75)], COUNTS_SCHEMA)
 
     first = {(r.entity_type, r.window_start): r.alert_id
-             for r in alerting.alerts(counts, thresholds, 5, 3, 1.0).collect()}
+             for r in rules.alerts(counts, thresholds, 5, 3, 1.0).collect()}
     again = {(r.entity_type, r.window_start): r.alert_id
-             for r in alerting.alerts(counts, thresholds, 5, 3, 1.0).collect()}
-    grown = alerting.alerts(recounted, thresholds, 5, 3, 1.0, "v2").collect()
+             for r in rules.alerts(counts, thresholds, 5, 3, 1.0).collect()}
+    grown = rules.alerts(recounted, thresholds, 5, 3, 1.0, "v2").collect()
 
     assert first == again
     assert first == {("ip", W[0]): alert_id("ip", "10.0.0.1"),
@@ -219,25 +221,75 @@ def test_alert_id_deterministic_and_unique_per_rule_entity_window(spark):
 
 
 def test_read_thresholds_defaults_file_and_bad_file(spark, tmp_path):
-    missing = alerting.read_thresholds(tmp_path / "absent.json")
+    missing = thresholds_file.read_thresholds(tmp_path / "absent.json")
     assert missing["version"] == "defaults"
     assertDataFrameEqual(
-        alerting.thresholds_frame(spark, missing),
+        thresholds_file.thresholds_frame(spark, missing),
         spark.createDataFrame([("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
-                              alerting.THRESHOLDS_SCHEMA))
+                              thresholds_file.THRESHOLDS_SCHEMA))
 
     path = tmp_path / "thresholds.json"
     path.write_text(json.dumps({"version": "abc", "thresholds": [
         {"scope": "global", "entity": None, "value": 0.05, "windows": 10, "requests": 900},
         {"scope": "url", "entity": "/cart", "value": 0.2, "windows": 9, "requests": 90},
     ]}))
-    data = alerting.read_thresholds(path)
+    data = thresholds_file.read_thresholds(path)
     assert data["version"] == "abc"
-    frame = alerting.thresholds_frame(spark, data)
+    frame = thresholds_file.thresholds_frame(spark, data)
     assert frame.columns == ["scope", "entity", "value"]
     assertDataFrameEqual(frame, spark.createDataFrame(
-        [("global", None, 0.05), ("url", "/cart", 0.2)], alerting.THRESHOLDS_SCHEMA))
+        [("global", None, 0.05), ("url", "/cart", 0.2)], thresholds_file.THRESHOLDS_SCHEMA))
 
     path.write_text('{"version": "abc", "thresholds": [')   # half-written
     with pytest.raises(ValueError, match="not valid JSON"):
-        alerting.read_thresholds(path)
+        thresholds_file.read_thresholds(path)
+
+
+def test_thresholds_file_rule_field_old_files_load_as_error_rate(spark, tmp_path):
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({"version": "mixed", "thresholds": [
+        {"scope": "global", "entity": None, "value": 0.05},                      # before rules
+        {"rule": "error_rate", "scope": "ip", "entity": None, "value": 0.3},
+        {"rule": "traffic_drop", "scope": "global", "entity": None, "value": 0.5},
+    ]}))
+    data = thresholds_file.read_thresholds(path)
+    assert [item["rule"] for item in data["thresholds"]] == ["error_rate", "error_rate",
+                                                             "traffic_drop"]
+    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data), spark.createDataFrame(
+        [("global", None, 0.05), ("ip", None, 0.3)], thresholds_file.THRESHOLDS_SCHEMA))
+    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data, "traffic_drop"),
+                         spark.createDataFrame([("global", None, 0.5)],
+                                               thresholds_file.THRESHOLDS_SCHEMA))
+    assert [row.rule for row in thresholds_file.rule_thresholds_frame(spark, data).collect()] == [
+        "error_rate", "error_rate", "traffic_drop"]
+    assert {item["rule"] for item in thresholds_file.read_thresholds(tmp_path / "absent")[
+        "thresholds"]} == {"error_rate"}
+
+
+def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
+    counts = counts_frame(spark, [("ip", "10.0.0.1", 20, 10), ("ip", "10.0.0.2", 20, 2)])
+    settings = load_module("finale", "settings").Settings(z=1.0)
+    # A row of another rule at 0.0 would make both IPs fire if error_rate saw it.
+    every_rule = spark.createDataFrame(
+        [("error_rate", "ip", None, 0.30), ("other", "ip", None, 0.0)],
+        thresholds_file.RULE_THRESHOLDS_SCHEMA)
+    assert list(rules.RULES) == ["error_rate"]
+    fired = rules.fire_all(counts, every_rule, settings, "v1")
+    assert [(row.rule, row.entity, row.threshold) for row in fired.collect()] == [
+        ("error_rate", "10.0.0.1", 0.30)]
+
+    # A second rule is one registration: fire_all returns its alerts too, in the same columns.
+    def every_window(counts, thresholds, settings, version):
+        assert thresholds.columns == ["scope", "entity", "value"]
+        return rules.alerts(counts, thresholds, 1, 0, 0.0, version, inhibit_by_global=False) \
+            .withColumn("rule", F.lit("other"))
+
+    rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+        fired = rules.fire_all(counts, every_rule, settings, "v1")
+        assert sorted((row.rule, row.entity, row.threshold) for row in fired.collect()) == [
+            ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0), ("other", "10.0.0.2", 0.0)]
+    finally:
+        del rules.RULES["other"]

@@ -15,11 +15,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import free_port, load_module
+from conftest import free_port, load_module, wait_for
 
 analyzer = load_module("finale", "spark_streaming_analyzer")
 generator = load_module("finale", "log_generator")
-alerting = load_module("finale", "alerting")
+metrics = load_module("finale", "metrics")
+thresholds_file = load_module("finale", "thresholds")
+status = load_module("finale", "status")
 access_log = load_module("finale", "access_log")
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
@@ -117,6 +119,7 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
 
 
+@pytest.mark.slow
 def test_incidents_alert_and_steady_background_does_not(spark, kafka, traffic, tmp_path):
     with_incidents, quiet, truth = traffic
     incident_topic, quiet_topic = new_topics(kafka, "incidents", "quiet")
@@ -159,6 +162,7 @@ GARBAGE = [
 ]
 
 
+@pytest.mark.slow
 def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic, tmp_path):
     _, quiet, _ = traffic
     good = quiet[:2000]
@@ -172,16 +176,36 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
     topic, dlq_topic = new_topics(kafka, "mixed", "dlq", partitions=1)
     send(kafka, topic, mixed)
 
-    counts = Capture()
+    counts, fired = Capture(), Capture()
     source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
-    writers, _ = analyzer.build_queries(
-        source, alert_sink=Capture(), counts_sink=counts,
+    writers, handler = analyzer.build_queries(
+        source, alert_sink=fired, counts_sink=counts,
         dead_letter_sink=analyzer.kafka_sink(
             kafka, dlq_topic, lambda dead: analyzer.dead_letter_records(dead, topic)),
         checkpoint=tmp_path / "ck", trigger={"availableNow": True}, settings=SETTINGS,
         log=lambda message: None)
-    run_available_now(writers["dead-letters"])
-    run_available_now(writers["alerts"])
+    # The analyzer's own listener: its status file must account for every line and letter.
+    status_path = tmp_path / "status.json"
+    listener = status.make_status_listener(handler.stats, status.StatusFile(status_path),
+                                           lambda message: None)
+    spark.streams.addListener(listener)
+    try:
+        run_available_now(writers["dead-letters"])
+        run_available_now(writers["alerts"])
+
+        def finished() -> dict:
+            queries = status.read_status(status_path).get("queries", {})
+            done = [queries.get(name, {}).get("active") is False for name in ("dead-letters", "alerts")]
+            return all(done) and queries
+        queries = wait_for(finished, 60, "both queries' final status")
+    finally:
+        spark.streams.removeListener(listener)
+    for name in ("dead-letters", "alerts"):
+        assert queries[name]["rows_read_total"] == len(mixed) == 2020
+        assert queries[name]["input_offsets"][-1] == {topic: {"0": 2020}}
+        assert queries[name]["error"] is None
+    assert queries["dead-letters"]["dead_letters_total"] == 20
+    assert queries["alerts"]["alerts_emitted_total"] == len(fired.rows)
 
     consumer = KafkaConsumer(dlq_topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000)
@@ -197,7 +221,7 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
         for value in garbage]
 
     # The good lines' window counts are exactly those computed without any garbage.
-    clean = alerting.entity_window_counts(
+    clean = metrics.entity_window_counts(
         access_log.parse_access_log(spark.createDataFrame([(line.decode(),) for line in good],
                                                           "value string")),
         SETTINGS.window, SETTINGS.slide)
@@ -215,6 +239,7 @@ def latest_alerts(rows) -> dict:
     return latest
 
 
+@pytest.mark.slow
 def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, kafka, traffic,
                                                                        tmp_path):
     with_incidents, _, truth = traffic
@@ -275,7 +300,7 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
 def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
     path = tmp_path / "thresholds.json"
     messages = []
-    thresholds = analyzer.Thresholds(path, messages.append)
+    thresholds = thresholds_file.ThresholdsFile(path, messages.append)
 
     def document(version, value):
         return json.dumps({"version": version,

@@ -159,6 +159,8 @@ CONNECTOR_JARS = ["commons-pool2-2.13.1.jar", "kafka-clients-3.9.2.jar",
                   "spark-token-provider-kafka-0-10_2.13-4.2.0.jar"]
 
 
+@pytest.mark.slow
+@pytest.mark.spark  # the Ivy resolver runs spark-submit
 @pytest.mark.parametrize("resolver", ["maven", "ivy"])
 def test_both_resolvers_fetch_the_same_connector(resolver, tmp_path):
     """Maven (fills ~/.m2) and the no-Maven path, pyspark's Ivy (cache in .cache/ivy): both are

@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from conftest import ROOT, free_port, load_module, wait_for
 from test_finale_analyzer import new_topics
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 
 daemon = load_module("finale", "spark_daemon")
 generator = load_module("finale", "log_generator")

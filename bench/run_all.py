@@ -1,0 +1,151 @@
+"""`make bench`: every benchmark of bench/, one after the other, into bench/RESULTS.md.
+
+Run:
+    python bench/run_all.py [--full] [--only NAME,...] [--bootstrap-servers HOST:PORT]
+
+Starts a private Kafka broker (finale/local_kafka.py, on a free port, state in .state/bench-kafka)
+unless --bootstrap-servers names one, runs each benchmark script in a subprocess with the sizes
+below (about 10 minutes in all on 2 cores; --full: the issue's 1,000,000 lines where a script takes
+a line count), and writes bench/RESULTS.md: the date, the machine (cores, load average before and
+after the whole run and around each benchmark), then each script's command, duration and output.
+Every script prints its figures with the baseline or ceiling it measured in the same run and the
+ratio. A script's stderr goes to .state/bench/<name>.log. The broker started here is stopped at
+the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LOGS = ROOT / ".state" / "bench"
+RESULTS = BENCH / "RESULTS.md"
+sys.path.insert(0, str(ROOT / "finale"))
+
+# name -> (script, flags, flags under --full, needs a broker). Markdown: the script prints a table.
+BENCHMARKS = {
+    "parser": ("bench_parser.py", ["--lines", "200000", "--repeat", "2"],
+               ["--lines", "1000000", "--repeat", "3"], False),
+    "parser-parts": ("bench_parser_parts.py", ["--lines", "200000", "--repeat", "3"],
+                     ["--lines", "1000000", "--repeat", "3"], False),
+    "generator-complet": ("bench_generator.py", ["--seconds", "2", "--unpaced-lines", "300000"],
+                          [], False),
+    "generator-finale": ("bench_finale_generator.py", ["--lines", "100000", "--repeat", "1"],
+                         ["--lines", "1000000", "--repeat", "2"], True),
+    "pipeline": ("bench_finale_pipeline.py", ["--lines", "200000"], ["--lines", "1000000"], True),
+    "analyzer-throughput": ("bench_finale_analyzer.py", ["throughput", "--lines", "200000"],
+                            ["throughput", "--lines", "1000000"], True),
+    "analyzer-latency": ("bench_finale_analyzer.py", ["latency", "--rate", "1000", "--duration", "90"],
+                         ["latency", "--rate", "1000", "--duration", "240"], True),
+    "latency": ("bench_finale_latency.py", ["--rates", "1000,10000", "--triggers", "0 seconds,1 second",
+                                            "--duration", "30"],
+                ["--duration", "60"], True),
+}
+MARKDOWN = {"parser-parts", "pipeline", "latency"}
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--full", action="store_true",
+                        help="the issue's sizes (1,000,000 lines); takes about an hour here")
+    parser.add_argument("--only", default="",
+                        help="comma-separated benchmarks to run (default all): " + ", ".join(BENCHMARKS))
+    parser.add_argument("--bootstrap-servers", default=None,
+                        help="use this Kafka cluster instead of starting a private broker")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file (markdown)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+
+    import local_kafka
+
+    LOGS.mkdir(parents=True, exist_ok=True)
+    started_broker = None
+    bootstrap = args.bootstrap_servers
+    if bootstrap is None and any(BENCHMARKS[n][3] for n in names):
+        state_dir = (ROOT / ".state" / "bench-kafka").resolve()
+        info = local_kafka.broker_info(state_dir)  # a broker left running here is reused
+        if info is None:
+            try:
+                info, _ = local_kafka.start(port=local_kafka._free_port(), state_dir=state_dir,
+                                            log=lambda message: print(message, flush=True))
+            except local_kafka.KafkaSetupError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            started_broker = state_dir
+        bootstrap = info["bootstrap_servers"]
+
+    began_all, load_before = time.monotonic(), load()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = {}
+    failed = []
+    try:
+        for name in names:
+            script, flags, full_flags, needs_broker = BENCHMARKS[name]
+            flags = list(full_flags if args.full and full_flags else flags)
+            if needs_broker:
+                flags += ["--bootstrap-servers", bootstrap]
+            command = [sys.executable, str(BENCH / script), *flags]
+            shown = " ".join(["python", f"bench/{script}",
+                              *(f'"{f}"' if " " in f else f for f in flags)])
+            print(f"== {name}: {shown}", flush=True)
+            before, began = load(), time.monotonic()
+            with open(LOGS / f"{name}.log", "w") as errors:
+                result = subprocess.run(command, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                        cwd=ROOT)
+            seconds = time.monotonic() - began
+            output = result.stdout.rstrip()
+            print(output, flush=True)
+            status = "" if result.returncode == 0 else f", exit status {result.returncode}"
+            if result.returncode != 0:
+                failed.append(name)
+            body = output if name in MARKDOWN else f"```\n{output}\n```"
+            sections[name] = (f"## {name}\n\n`{shown}` ({seconds:.0f} s{status}; load average "
+                            f"1/5/15 min {before} before, {load()} after)\n\n{body}\n")
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if started_broker is not None:
+            local_kafka.stop(state_dir=started_broker, log=lambda message: print(message, flush=True))
+    total = time.monotonic() - began_all
+    header = (f"# Benchmark results\n\n`make bench{' BENCH_ARGS=--full' if args.full else ''}` on "
+              f"{stamp}: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()} "
+              f"{platform.release()}), Python {platform.python_version()}; load average 1/5/15 min "
+              f"{load_before} before, {load()} after; {total / 60:.1f} min in all. The machine is "
+              "shared: compare each figure with the baseline measured in the same run (the "
+              "ratios), not absolute figures across runs.\n")
+    if args.only and args.output.exists():
+        # A partial run replaces its own sections and keeps the others (with their own loads).
+        kept = {}
+        for part in args.output.read_text().split("\n## ")[1:]:
+            kept[part.split("\n", 1)[0].strip()] = "## " + part.rstrip() + "\n"
+        sections = {**{n: kept[n] for n in BENCHMARKS if n in kept}, **sections}
+        sections = {n: sections[n] for n in BENCHMARKS if n in sections}
+        header = (header.rstrip("\n") + f" Partial run (--only {args.only}): the other sections "
+                  "come from an earlier run.\n")
+    args.output.write_text(header + "\n" + "\n".join(sections.values()))
+    print(f"wrote {args.output} ({total / 60:.1f} min)")
+    if failed:
+        print(f"error: benchmark(s) failed: {', '.join(failed)} (see .state/bench/<name>.log)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
