@@ -28,7 +28,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import spark_security  # noqa: E402
-from spark_streaming_analyzer import OneLineErrorParser  # noqa: E402
+from cli import OneLineErrorParser  # noqa: E402
 
 ROLES = {"master": "org.apache.spark.deploy.master.Master",
          "worker": "org.apache.spark.deploy.worker.Worker"}
