@@ -98,17 +98,21 @@ def main(argv: list[str] | None = None) -> int:
                              auto_offset_reset="earliest", enable_auto_commit=False)
     book, messages = AlertBook(), 0
     try:
-        while time.time() < verdict_at:
-            for records in consumer.poll(timeout_ms=1000).values():
+        # Until the verdict time, then until the topic is drained (a poll that returns nothing).
+        while True:
+            polled = consumer.poll(timeout_ms=1000)
+            for records in polled.values():
                 for record in records:
                     book.add(json.loads(record.value))
                     messages += 1
+            if not polled and time.time() >= verdict_at:
+                break
     finally:
         consumer.close()
     missed, cross, outside = verdict(incidents, book.alerts, book.firsts)
     print(summary(incidents, book.alerts, book.firsts, book.arrivals, messages)[0])
     print(f"verdict: {len(incidents) - len(missed)}/{len(incidents)} incidents alerted, "
-          f"{len(alerts)} alerts: {len(outside)} outside the incidents, {len(cross)} on another "
+          f"{len(book.alerts)} alerts: {len(outside)} outside the incidents, {len(cross)} on another "
           "scope during an incident (an IP requesting a failing URL, or the reverse)", flush=True)
     return 0 if not missed and not outside else 1
 
