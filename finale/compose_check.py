@@ -77,7 +77,7 @@ def verdict(incidents, alerts: dict[str, dict], firsts: dict[str, dict]) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, TopicPartition
 
     deadline = time.monotonic() + args.timeout
     while not (args.truth.exists() and read_truth(args.truth)):
@@ -94,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         print("compose_check.py: error: the incidents end after --timeout", file=sys.stderr)
         return 2
 
-    consumer = KafkaConsumer(args.topic, bootstrap_servers=args.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+    # Partitions assigned by hand and read from their beginning (as demo.py's collector does):
+    # no subscription, no consumer group, nothing that could leave the consumer unassigned.
+    consumer = KafkaConsumer(bootstrap_servers=args.bootstrap_servers.split(","), group_id=None,
+                             enable_auto_commit=False)
+    partitions = [TopicPartition(args.topic, p)
+                  for p in sorted(consumer.partitions_for_topic(args.topic) or {0})]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
     book, messages = AlertBook(), 0
     try:
         # Until the verdict time, then until the topic is drained (a poll that returns nothing).
