@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test test-fast demo bench clean
+.PHONY: setup jars prereqs test test-fast demo bench clean secret compose-test
 
 setup: $(VENV)/.installed jars
 
@@ -19,10 +19,11 @@ prereqs:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is needed and 'java' is not on the PATH (install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "error: Java 17+ is needed, found " $$2 " (set JAVA_HOME / PATH to a JDK 17+)" > "/dev/stderr"; exit 1 } }'
 
-# The stamp depends on requirements.txt, so a changed pin reinstalls and an unchanged one is a no-op.
-$(VENV)/.installed: requirements.txt | prereqs
+# The stamp depends on both requirements files (runtime, then test tools), so a changed pin
+# reinstalls and an unchanged one is a no-op.
+$(VENV)/.installed: requirements.txt requirements-dev.txt | prereqs
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 test: setup
@@ -56,6 +57,23 @@ evaluate: $(VENV)/.installed
 .PHONY: evaluate-real
 evaluate-real: $(VENV)/.installed
 	$(PY) finale/evaluate_real.py finale/data/secrepo-2021-10-22-to-26.log.gz $(ARGS)
+
+# docker-compose.yml end to end (finale/compose_test.sh): up --build from a clean state, every
+# scheduled incident alerts and nothing else does, down + up resumes without data loss, down -v.
+# Needs Docker with Compose v2 only (no venv, no Java).
+compose-test:
+	bash finale/compose_test.sh
+
+# One-time step of `--secure` and docker compose: the shared Spark secret, 64 random hex digits, in
+# the git-ignored .secrets/ (mode 0700: only you can read what is inside; the file itself is 0644
+# so that the non-root user of the containers can read the compose secret bind-mounted from it).
+# An existing secret is kept: every Spark process of a deployment must share the same one.
+SECRET_FILE := .secrets/spark-authenticate.secret
+secret: $(SECRET_FILE)
+$(SECRET_FILE):
+	@mkdir -p $(@D) && chmod 700 $(@D)
+	@umask 022 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > $@.tmp && mv $@.tmp $@
+	@echo "created $@ (keep it out of git; share it only with the Spark processes of this deployment)"
 
 # Removes the venv and the local state (broker data, checkpoints, thresholds); .cache keeps the jars.
 clean:

@@ -14,10 +14,12 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -295,17 +297,41 @@ class Console:
                 self.closed.set()
 
 
+@contextlib.contextmanager
+def submitted_with(settings: dict[str, str]):
+    """Inside the block, the JVM that pyspark launches reads `settings` from a properties file.
+
+    builder.config() values reach spark-submit as `--conf key=value` on its command line, which
+    `ps` shows to every user: the secret goes in a 0600 file instead (in /dev/shm when writable,
+    so not on disk), passed by path and removed once the JVM has read it.
+    """
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    handle, path = tempfile.mkstemp(prefix="spark-security-", suffix=".properties", dir=shm)
+    previous = os.environ.get("PYSPARK_SUBMIT_ARGS")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.writelines(f"{key}={value}\n" for key, value in settings.items())
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(path)} " + (
+            previous or "pyspark-shell")
+        yield
+    finally:
+        os.unlink(path)
+        if previous is None:
+            os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
+        else:
+            os.environ["PYSPARK_SUBMIT_ARGS"] = previous
+
+
 def build_session(args) -> tuple[SparkSession, str]:
     builder = (SparkSession.builder.master(args.master).appName("chaussettes-complet")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false"))
-    secret_source = ""
+    settings, secret_source = {}, ""
     if args.secure:
         settings, secret_source = security_settings(SECURITY_CONF, SECRET_FILE)
-        for key, value in settings.items():
-            builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with submitted_with(settings) if settings else contextlib.nullcontext():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark, secret_source
 

@@ -47,8 +47,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
-from incidents import (AlertBook, Truth, cause, clock, is_own_alert, match_incident,  # noqa: E402
-                       parse_time, read_truth)
+from incidents import AlertBook, clock, read_truth, summary  # noqa: E402
 from settings import ROOT  # noqa: E402
 from status import read_status  # noqa: E402
 
@@ -70,77 +69,6 @@ def incident_flags(duration: float) -> list[str]:
     for kind, start, length in SCHEDULE:
         flags += ["--incident", f"{kind}@{round(start * span)}+{max(round(length * span), 5)}"]
     return flags
-
-
-def summary(incidents: list[Truth], alerts: dict[str, dict], firsts: dict[str, dict],
-            arrivals: dict[str, datetime], messages: int, listed: int = 25) -> tuple[str, str]:
-    """(the summary to print, the full per-alert listing for a file). `alerts`: the latest version
-    of each alert_id, `firsts`: its first version (whose emitted_at is when it was first raised),
-    `arrivals`: when that first version arrived here."""
-    def raised(alert: dict) -> datetime:
-        return _emitted(firsts.get(alert["alert_id"], alert), arrivals)
-
-    ordered = sorted(alerts.values(), key=lambda a: (raised(a), a["alert_id"]))
-    matched: dict[str, Truth | None] = {}
-    for alert in ordered:
-        incident = match_incident(alert, raised(alert), incidents)
-        matched[alert["alert_id"]] = incident
-        if incident is not None:
-            incident.alerts.append(alert)
-    lines = [f"Incidents injected: {len(incidents)}"]
-    for incident in incidents:
-        head = (f"  #{incident.number} {incident.kind:<6} {incident.entity:<22} "
-                f"{incident.start:%H:%M:%S}-{incident.end:%H:%M:%S}")
-        scopes = ", ".join(f"{sum(a.get('entity_type') == scope for a in incident.alerts)} {scope}"
-                           for scope in ("ip", "url", "global"))
-        exact = [a for a in incident.alerts if is_own_alert(a, incident)]
-        if not exact:
-            lines.append(f"{head}  NOT DETECTED  (alerts: {scopes})")
-            continue
-        first = min(exact, key=raised)
-        latency = (raised(first) - incident.start).total_seconds()
-        arrival = (arrivals[first["alert_id"]] - incident.start).total_seconds()
-        lines.append(f"{head}  detected after {latency:5.1f} s (arrived {arrival:5.1f} s)  "
-                     f"alerts: {scopes}")
-    unexplained = [a for a in ordered if matched[a["alert_id"]] is None]
-    lines.append(f"Alerts raised: {len(alerts)} distinct alert_ids ({messages} messages): "
-                 f"{len(alerts) - len(unexplained)} matched an incident, "
-                 f"{len(unexplained)} matched none")
-    # Listed: each incident's alerts on its own entity (by incident, then window), then the
-    # false positives, then the alerts on other scopes that an incident explains.
-    def rank(alert: dict) -> tuple:
-        incident = matched[alert["alert_id"]]
-        if incident is None:
-            group = 1
-        elif is_own_alert(alert, incident):
-            group = 0
-        else:
-            group = 2
-        return (group, incident.number if incident else 0, str(alert.get("entity_type")),
-                str(alert.get("window_start")), str(alert.get("entity")))
-
-    listing = [_alert_line(alert, matched[alert["alert_id"]], raised(alert))
-               for alert in sorted(ordered, key=rank)]
-    lines += listing[:listed]
-    if len(listing) > listed:
-        lines.append(f"  ... {len(listing) - listed} more in the full listing")
-    return "\n".join(lines), "\n".join(listing) + "\n"
-
-
-def _alert_line(alert: dict, incident: Truth | None, raised: datetime) -> str:
-    return (f"  {raised:%H:%M:%S} {str(alert.get('severity')):<8} "
-            f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
-            f"window {clock(alert.get('window_start'))}-{clock(alert.get('window_end'))} "
-            f"{alert.get('errors')}/{alert.get('requests')} -> "
-            + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident")
-            + (f"; cause: {cause(alert)}" if cause(alert) else ""))
-
-
-def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
-    try:
-        return parse_time(alert["emitted_at"])
-    except (KeyError, TypeError, ValueError):
-        return arrivals[alert["alert_id"]]
 
 
 class AlertCollector(threading.Thread):

@@ -223,11 +223,14 @@ def pick_resolver(resolver: str = "auto") -> str:
 
 
 def fetch(resolver: str = "auto", jars_dir: Path = DEFAULT_JARS_DIR,
-          ivy_dir: Path = DEFAULT_IVY_DIR, force: bool = False, log=print) -> dict[str, list[Path]]:
-    """Download every jar set that is not complete yet; return {set name: jars}."""
+          ivy_dir: Path = DEFAULT_IVY_DIR, force: bool = False, log=print,
+          only: str | None = None) -> dict[str, list[Path]]:
+    """Download every jar set (or just set `only`) that is not complete yet; {set name: jars}."""
     jars_dir, ivy_dir = Path(jars_dir), Path(ivy_dir)
     result = {}
     for name, coordinates in JAR_SETS.items():
+        if only is not None and name != only:
+            continue
         jars = None if force else complete_jars(name, jars_dir)
         if jars:
             log(f"{name}: {len(jars)} jars already in {jars_dir / name}")
@@ -671,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where the jar sets go")
     fetch_cmd.add_argument("--ivy-dir", type=Path, default=DEFAULT_IVY_DIR,
                            help="Ivy cache for --resolver ivy")
+    fetch_cmd.add_argument("--only", choices=tuple(JAR_SETS), default=None,
+                           help="fetch this jar set only (the Docker image needs no broker jars)")
     fetch_cmd.add_argument("--force", action="store_true",
                            help="download again even if the jars are complete")
 
@@ -713,7 +718,7 @@ def _print_topics(topics: dict[str, int]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "fetch":
-        fetch(args.resolver, args.jars_dir, args.ivy_dir, args.force)
+        fetch(args.resolver, args.jars_dir, args.ivy_dir, args.force, only=args.only)
     elif args.command == "start":
         start(args.port, args.timeout, args.state_dir, args.jars_dir)
     elif args.command == "stop":

@@ -33,6 +33,7 @@ and the same progress as JSON in --status-file (status.py; its fields are in fin
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -57,6 +58,7 @@ from settings import (DEFAULT_ALERTS_TOPIC, DEFAULT_CHECKPOINT, DEFAULT_DLQ_TOPI
 from sinks import BatchSink, alert_records, dead_letter_records, kafka_sink  # noqa: E402
 from status import StatusFile, make_status_listener  # noqa: E402
 from thresholds import ThresholdsError, ThresholdsFile, read_thresholds  # noqa: E402
+import spark_security  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint folder, one sub-folder per query")
     add("--status-file", type=Path, default=DEFAULT_STATUS,
         help="progress of every query as JSON, replaced after each micro-batch (see finale/README.md)")
-    add("--master", default="local[2]", help="Spark master URL")
+    add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
+        help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
+    spark_security.add_security_options(parser)
     return parser
 
 
@@ -350,8 +354,10 @@ def log(message: str) -> None:
         silence_stdout()
 
 
-def build_spark(master: str, jars: list[str]) -> SparkSession:
-    spark = (
+def build_spark(master: str, jars: list[str],
+                security: dict[str, str] | None = None) -> SparkSession:
+    """The session; `security` (spark_security.properties_from_args) reaches the JVM in a file."""
+    builder = (
         SparkSession.builder.master(master)
         .appName("chaussettes-finale-analyzer")
         .config("spark.jars", ",".join(jars))
@@ -359,8 +365,8 @@ def build_spark(master: str, jars: list[str]) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
     )
+    spark = spark_security.get_or_create(builder, security)
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
@@ -376,7 +382,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
-    spark = build_spark(args.master, jars)
+    try:
+        spark = build_spark(args.master, jars, spark_security.properties_from_args(args))
+    except spark_security.SecurityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.secure:
+        log(spark_security.security_banner(spark.sparkContext.getConf()))
     source = kafka_source(spark, args.bootstrap_servers, args.topic, args.starting_offsets,
                           args.max_offsets_per_trigger)
     writers, handler = build_queries(

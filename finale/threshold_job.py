@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,7 @@ from metrics import SCOPE_NAMES, analysed_columns, entity_window_counts, input_s
 from rules import learn_all  # noqa: E402
 from settings import DEFAULT_THRESHOLDS, DEFAULT_TOPIC, ThresholdParams  # noqa: E402
 from thresholds import ThresholdsError, thresholds_document, validate_thresholds  # noqa: E402
+import spark_security  # noqa: E402
 
 
 def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, DataFrame]:
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                         help="also draw the error-rate distributions per scope with the thresholds")
     parser.add_argument("--master", default="local[2]", help="Spark master")
+    spark_security.add_security_options(parser)
     return parser
 
 
@@ -202,6 +205,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 parser.error(f"--input {path}: no such file")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         parser.error(f"--plot {args.plot}: the file name must end in .png")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        # Not a runtime dependency (the Docker image has none): checked before a long Spark job.
+        parser.error("--plot needs matplotlib: pip install -r requirements-dev.txt")
     return args
 
 
@@ -223,9 +229,10 @@ def read_lines(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     return reader.load().select(F.col("value").cast("string").alias("value"))
 
 
-def build_session(master: str, kafka: bool = False,
-                  app_name: str = "chaussettes-threshold-job") -> tuple[SparkSession, bool]:
-    """(session, created): an active session (tests, evaluate.py) is reused and left running."""
+def build_session(master: str, kafka: bool = False, app_name: str = "chaussettes-threshold-job",
+                  security: dict[str, str] | None = None) -> tuple[SparkSession, bool]:
+    """(session, created): an active session (tests, evaluate.py) is reused and left running.
+    `security`: spark_security.properties_from_args, handed to the JVM in a file."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -241,7 +248,7 @@ def build_session(master: str, kafka: bool = False,
     if kafka:
         from local_kafka import ensure_connector  # exits with one line naming the fix if missing
         builder = builder.config("spark.jars", ",".join(ensure_connector()))
-    session = builder.getOrCreate()
+    session = spark_security.get_or_create(builder, security)
     session.sparkContext.setLogLevel("WARN")
     return session, True
 
@@ -252,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     session: list[SparkSession] = []
 
     def job() -> int:
-        spark, created = build_session(args.master, args.kafka)
+        spark, created = build_session(args.master, args.kafka,
+                                       security=spark_security.properties_from_args(args))
         if created:
             session.append(spark)
         document, rates = learn_thresholds(read_lines(spark, args), params)
