@@ -79,6 +79,7 @@ ALERT_COLUMNS = ("alert_id", "rule", "entity_type", "entity", "window_start", "w
 # Entries per scope (ip, url) in a global alert's top_entities.
 TOP_ENTITIES = 3
 TOP_ENTITIES_TYPE = "array<struct<entity_type:string,entity:string,requests:bigint,errors:bigint>>"
+CAUSE_TYPES = {"error_share": "double", "top_entities": TOP_ENTITIES_TYPE}
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,7 @@ def fire_all(counts: DataFrame, thresholds: DataFrame, settings: Settings,
              for rule in RULES.values()]
     union = fired[0]
     for frame in fired[1:]:
-        # A rule without the cause fields gets them as nulls.
-        union = union.unionByName(frame, allowMissingColumns=True)
+        union = union.unionByName(frame)
     return union
 
 
@@ -271,8 +271,10 @@ def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
         F.col("threshold").cast("double").alias("threshold"),
         F.lit(thresholds_version).cast("string").alias("thresholds_version"),
         F.when(critical, F.lit("critical")).otherwise(F.lit("warning")).alias("severity"),
-        # The cause fields of the rules that compute them (with_cause); fire_all gives the others nulls.
-        *[column for column in CAUSE_COLUMNS if column in firing.columns],
+        # The cause fields, typed nulls for a rule that does not compute them (with_cause): every
+        # rule's alerts have the same columns.
+        *[F.col(column) if column in firing.columns else F.lit(None).cast(CAUSE_TYPES[column])
+          .alias(column) for column in CAUSE_COLUMNS],
     )
 
 

@@ -372,7 +372,7 @@ def test_surge_entity_then_population_threshold_poisson_margin_and_inhibition(sp
             f"surge|{entity_type}|{entity}|{int(window[0].timestamp() * 1e6)}|"
             f"{int(window[1].timestamp() * 1e6)}".encode()).hexdigest()
         return (alert_id, "surge", entity_type, entity, *window, requests, 0, 0.0, threshold,
-                "v7", severity)
+                "v7", severity, None, None)  # no cause fields: they are error_rate's
 
     fired = rules.surge_alerts(counts, thresholds, 5, 3.0, "v7")
     assertDataFrameEqual(fired, spark.createDataFrame([

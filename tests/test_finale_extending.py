@@ -89,7 +89,8 @@ def test_add_a_rule_error_count(spark):
             key = (f"error_count|{entity_type}|{entity}|{int(w[0].timestamp() * 1e6)}|"
                    f"{int(w[1].timestamp() * 1e6)}")
             return (hashlib.sha256(key.encode()).hexdigest(), "error_count", entity_type, entity,
-                    *w, requests, errors, errors / requests, threshold, "v9", severity)
+                    *w, requests, errors, errors / requests, threshold, "v9", severity,
+                    None, None)  # the cause fields are error_rate's: null here
 
         assertDataFrameEqual(fired, spark.createDataFrame([
             alert("ip", "10.0.0.1", 40, 12, 10.0, "warning"),
@@ -113,13 +114,14 @@ def test_add_a_sink_json_lines_file(spark, tmp_path):
     exec(example("Add a sink: alerts as JSON lines in a file"), namespace)
     alerts = spark.createDataFrame([
         ("id-1", "surge", "ip", "10.0.0.1", t(0), t(30), 120, 0, 0.0, 25.0, "v1", "critical",
-         t(31)),
+         None, None, t(31)),
         ("id-2", "error_rate", "url", "/cart", t(10), t(40), 25, 24, 0.96, 0.3, "v1", "critical",
-         datetime(2026, 11, 28, 9, 0, 41, 500000)),
+         None, None, datetime(2026, 11, 28, 9, 0, 41, 500000)),
     ], "alert_id string, rule string, entity_type string, entity string, "
        "window_start timestamp, window_end timestamp, requests long, errors long, "
        "error_rate double, threshold double, thresholds_version string, severity string, "
-       "emitted_at timestamp")
+       "error_share double, top_entities array<struct<entity_type:string,entity:string,"
+       "requests:bigint,errors:bigint>>, emitted_at timestamp")
     path = tmp_path / "alerts.jsonl"
     sink = namespace["jsonl_file_sink"](path)
     sink(alerts.where("alert_id = 'id-1'"), 0)
