@@ -48,12 +48,18 @@ def test_evaluate_real_on_a_slice(spark, tmp_path):
     result = evaluate_real.evaluate_real(spark, log, 1.0, specs, 1.0, 100.0, params, tmp_path / "out")
 
     assert result.statistics["first_time"] == ORIGIN
-    assert [(t["scope"], t["entity"], t["value"], t["windows"], t["requests"])
-            for t in result.document["thresholds"]] == [("global", None, 0.25, 2, 10),
-                                                        ("ip", None, 0.25, 2, 10)]
+    # Every registered rule learns: error_rate, and surge, whose T is max(P_q, median + z*MAD,
+    # 2 x median) of the requests per window: both eligible windows have 5 requests, so 2 x 5.
+    assert [(t["rule"], t["scope"], t["entity"], t["value"], t["windows"], t["requests"])
+            for t in result.document["thresholds"]] == [
+        ("error_rate", "global", None, 0.25, 2, 10), ("error_rate", "ip", None, 0.25, 2, 10),
+        ("surge", "global", None, 10.0, 2, 10), ("surge", "ip", None, 10.0, 2, 10)]
     assert result.background == []
     r = result.result
-    assert (r.incidents, r.detected, r.alerts, r.on_target, r.collateral, r.false) == (3, 3, 20, 12, 8, 0)
+    # 20 error_rate alerts (12 on target, 8 collateral), + 6 surge alerts, collateral: the lines an
+    # incident adds (2/s) are a surge against this slice's 5 requests per window. error_rate's own
+    # alerts cannot change with surge registered (inhibition acts within each rule).
+    assert (r.incidents, r.detected, r.alerts, r.on_target, r.collateral, r.false) == (3, 3, 26, 12, 14, 0)
     assert r.latency_window == {"0:ip": 10.0, "1:url": 10.0, "2:global": 10.0}
     assert r.latency_earliest == {"0:ip": 5.0, "1:url": 5.0, "2:global": 5.0}
     # The scored part: from 10:28:56Z to the last line (11:40:19Z) + 1 s.

@@ -82,11 +82,14 @@ def cluster(tmp_path_factory):
 
 def analyzer_argv(master: str, bootstrap: str, topics: list[str], checkpoint, *extra) -> list[str]:
     topic, alerts_topic, dlq_topic = topics
+    # The documented default thresholds in a real file: an explicit --thresholds must exist.
+    thresholds = checkpoint.parent / "thresholds.json"
+    thresholds.write_text(json.dumps(load_module("finale", "thresholds").DEFAULT_THRESHOLDS))
     return [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
             "--master", master, "--bootstrap-servers", bootstrap, "--topic", topic,
             "--alerts-topic", alerts_topic, "--dlq-topic", dlq_topic,
             "--starting-offsets", "earliest", "--trigger", "available-now",
-            "--thresholds", str(checkpoint.parent / "absent-thresholds.json"),
+            "--thresholds", str(thresholds),
             "--checkpoint", str(checkpoint), *extra]
 
 
