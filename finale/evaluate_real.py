@@ -94,14 +94,20 @@ def alert_rows(alerts: DataFrame) -> list[dict]:
     return sorted(out, key=lambda a: (a["window_start"], a["entity_type"], a["entity"]))
 
 
-def reason(alert: dict, document: dict) -> str:
-    """Why an alert fired: its counts against which threshold (the entity's own or its scope's
-    population), and its cause fields."""
-    own = any(item["scope"] == alert["entity_type"] and item["entity"] == alert["entity"]
-              for item in document["thresholds"])
+def reason(alert: dict, document: dict, z: float = AnalyzerSettings.z) -> str:
+    """Why an alert fired: its rule, its counts against which threshold (the entity's own or its
+    scope's population, of that rule), and its cause fields."""
+    rule = alert.get("rule") or "error_rate"
+    own = any(item.get("rule", "error_rate") == rule and item["scope"] == alert["entity_type"]
+              and item["entity"] == alert["entity"] for item in document["thresholds"])
     source = "its own" if own else f"{alert['entity_type']} population"
-    text = (f"{alert['errors']}/{alert['requests']} errors ({alert['error_rate']:.0%}) > "
-            f"{alert['threshold']:g} ({source})")
+    threshold = alert["threshold"]
+    if rule == "surge":  # requests above the learned count with a Poisson margin (rules.py)
+        text = (f"surge: {alert['requests']} requests > {threshold:g} + {z:g} x sqrt({threshold:g})"
+                f" = {threshold + z * threshold ** 0.5:.1f} ({source})")
+    else:
+        text = (f"{alert['errors']}/{alert['requests']} errors ({alert['error_rate']:.0%}) > "
+                f"{threshold:g} ({source})")
     return text + (f"; cause: {cause(alert)}" if cause(alert) else "")
 
 

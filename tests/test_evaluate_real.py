@@ -78,3 +78,9 @@ def test_reason_names_the_threshold_and_the_cause():
         "8/12 errors (67%) > 0.2 (its own); cause: 80% of the window's errors")
     population = dict(own, entity="10.0.0.1", threshold=0.4, error_share=None)
     assert evaluate_real.reason(population, document) == "8/12 errors (67%) > 0.4 (ip population)"
+    # A surge alert is about requests, against the surge thresholds only (the ip's own one above
+    # is error_rate's): 25 + 3 x sqrt(25) = 40.
+    surge = dict(own, rule="surge", requests=41, errors=0, error_rate=0.0, threshold=25.0,
+                 error_share=None)
+    assert evaluate_real.reason(surge, document) == (
+        "surge: 41 requests > 25 + 3 x sqrt(25) = 40.0 (ip population)")
