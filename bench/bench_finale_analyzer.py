@@ -127,7 +127,7 @@ def throughput(args, spark) -> None:
             for query in queries:
                 if query.exception() is not None:
                     raise SystemExit(f"error: query {query.name} failed")
-            alerts = sum(out for _, out in handler.stats.values())
+            alerts = sum(handler.stats.values())
             print(f"analyzer: {args.lines} lines in {elapsed:.1f} s = {args.lines / elapsed:,.0f} "
                   f"lines/s (both queries, {len(handler.stats)} alert batch(es), {alerts} alert "
                   f"rows out, master {args.master}, load average {os.getloadavg()[0]:.1f})")

@@ -238,7 +238,7 @@ def learn(spark: SparkSession, history: DataFrame, scenario: Scenario, params: T
         learn_all(entity_window_counts(history, params.window, params.slide), params))
     window_tag = params.window.replace(" ", "")
     write_json_atomically(directory / f"thresholds-{scenario.seed}-{window_tag}.json", document)
-    return document, rule_thresholds_frame(spark, document).cache()
+    return document, rule_thresholds_frame(spark, document)
 
 
 def from_epoch(seconds: float) -> datetime:

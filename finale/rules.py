@@ -12,7 +12,9 @@ The contract (this docstring is the spec; tests/test_finale_alerting.py holds th
   rows of the thresholds file (scope, entity (null = the scope's population), value: the rule's
   own unit); `settings` the analyzer's Settings; `thresholds_version` goes into every alert.
   Spark built-ins on static frames (the analyzer calls it inside foreachBatch), deterministic
-  `alert_id` (alert_id_column with the rule's name), no collect.
+  `alert_id` (alert_id_column with the rule's name), no collect of `counts` (the thresholds are a
+  small table, read on the driver by with_thresholds), and as few Spark jobs as can be: the
+  analyzer runs it at every micro-batch, where each job costs a fixed 10-100 ms.
 - learn(counts, params) -> thresholds with columns scope, entity, value, windows, requests (more
   are ignored): what threshold_job.py writes for the rule, from the window counts of past logs.
 - Rules are independent: one rule's alerts never inhibit another's; inhibition, if any, is the
@@ -56,6 +58,7 @@ window (entity_type, entity, requests, errors; ip first, then by errors, most fi
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -206,14 +209,13 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
     with error_share >= `cause_share`. The cause fields (CAUSE_COLUMNS) are computed from `counts`.
     Meant for static frames (the analyzer calls it inside foreachBatch).
     """
-    candidates = counts.where(
-        (F.col("requests") >= F.lit(int(min_requests))) & (F.col("errors") >= F.lit(int(min_errors)))
-    )
-    with_threshold = with_thresholds(candidates, thresholds, global_fallback=True)
-    firing = with_cause(
-        with_threshold.where(
-            wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")),
-        counts)
+    fires = ((F.col("requests") >= F.lit(int(min_requests)))
+             & (F.col("errors") >= F.lit(int(min_errors)))
+             & (wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")))
+    # The cause fields need every row of a window (its global errors, its top entities), so they
+    # are computed on all of `counts` before the firing rows are kept: one shuffle by window.
+    firing = (with_cause(with_thresholds(counts, thresholds, global_fallback=True))
+              .where(F.coalesce(fires, F.lit(False))))
     if inhibit_by_global:
         firing = inhibited_by_global(firing, cause_share)
     critical = ((F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
@@ -225,32 +227,44 @@ def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
                     global_fallback: bool) -> DataFrame:
     """`candidates` (counts rows) with the column `threshold`: the value of the row's exact entity
     (scope = entity_type, entity = entity), else the population one of its scope (entity null),
-    else (with `global_fallback`) the global population one; null when none applies."""
-    # Deduplicated so that a repeated line in a thresholds file can never duplicate alerts.
-    per_entity = (
-        thresholds.where(F.col("entity").isNotNull())
-        .groupBy(F.col("scope").alias("_scope"), F.col("entity").alias("_entity"))
-        .agg(F.max("value").alias("_entity_value"))
-    )
-    per_scope = (
-        thresholds.where(F.col("entity").isNull())
-        .groupBy(F.col("scope").alias("_pop_scope"))
-        .agg(F.max("value").alias("_scope_value"))
-    )
-    joined = (
-        candidates
-        .join(F.broadcast(per_entity),
-              (F.col("entity_type") == F.col("_scope")) & (F.col("entity") == F.col("_entity")),
-              "left")
-        .join(F.broadcast(per_scope), F.col("entity_type") == F.col("_pop_scope"), "left")
-    )
-    fallbacks = [F.col("_entity_value"), F.col("_scope_value")]
-    if global_fallback:
-        global_value = per_scope.where(F.col("_pop_scope") == "global").select(
-            F.col("_scope_value").alias("_global_value"))
-        joined = joined.join(F.broadcast(global_value), F.lit(True), "left")
-        fallbacks.append(F.col("_global_value"))
-    return joined.withColumn("threshold", F.coalesce(*fallbacks).cast("double"))
+    else (with `global_fallback`) the global population one; null when none applies.
+
+    `thresholds` (scope, entity, value) is small, a file's worth: it is read on the driver and
+    applied as literals (a map per scope for the entities), so the lookup is no join and runs no
+    Spark job of its own in each micro-batch (the analyzer's thresholds are a local table, whose
+    read runs no job either). A repeated (scope, entity) counts once, with its highest value."""
+    per_scope: dict[str, float] = {}
+    per_entity: dict[str, dict[str, float]] = {}
+    for scope, entity, value in thresholds.select("scope", "entity", "value").collect():
+        if value is None:
+            continue
+        if entity is None:
+            per_scope[scope] = max(float(value), per_scope.get(scope, -math.inf))
+        else:
+            values = per_entity.setdefault(scope, {})
+            values[entity] = max(float(value), values.get(entity, -math.inf))
+    def by_scope(values: dict) -> Column:
+        """CASE entity_type WHEN scope THEN values[scope] ... END (null for another scope)."""
+        case = None
+        for scope, value in sorted(values.items()):
+            matches = F.col("entity_type") == F.lit(scope)
+            case = F.when(matches, value) if case is None else case.when(matches, value)
+        return case
+
+    choices = []
+    if per_entity:
+        # Per scope, a JSON literal parsed once at planning (constant folding): one literal map,
+        # however many entities, instead of two literal columns per entity.
+        choices.append(by_scope({
+            scope: F.try_element_at(F.from_json(F.lit(json.dumps(values, sort_keys=True)),
+                                                "map<string,double>"), F.col("entity"))
+            for scope, values in per_entity.items()}))
+    if per_scope:
+        choices.append(by_scope({scope: F.lit(value) for scope, value in per_scope.items()}))
+    if global_fallback and "global" in per_scope:
+        choices.append(F.lit(per_scope["global"]))
+    threshold = F.coalesce(*choices) if choices else F.lit(None)
+    return candidates.withColumn("threshold", threshold.cast("double"))
 
 
 def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
@@ -278,49 +292,48 @@ def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
     )
 
 
-def with_cause(firing: DataFrame, counts: DataFrame) -> DataFrame:
-    """`firing` (rows of `counts`) + error_share (ip/url rows: errors / the global errors of the
-    window) + top_entities (global rows: the TOP_ENTITIES ip and url rows of `counts` with the most
-    errors in the window). Built-ins only: a join and a window rank on the (static) counts.
+def with_cause(counts: DataFrame) -> DataFrame:
+    """`counts` + error_share (ip/url rows: errors / the global errors of the window) +
+    top_entities (global rows: the TOP_ENTITIES ip and url rows of `counts` with the most errors
+    in the window), for every row; the caller keeps the firing ones. Built-ins only: window
+    functions over the rows of each window, one shuffle by window, no join.
 
     In the analyzer `counts` is a micro-batch's updated rows: the global row of a window is in
     every batch that updates one of its entities (every line counts in the global scope), so
     error_share is exact; top_entities ranks the entities updated in that batch, which holds the
     lines that changed the global count (a scanner's own lines are in the batch where it fires).
     """
-    window_key = [F.col("window_start").alias("_c_start"), F.col("window_end").alias("_c_end")]
-    same_window = ((F.col("window_start") == F.col("_c_start"))
-                   & (F.col("window_end") == F.col("_c_end")))
-    global_errors = (counts.where(F.col("entity_type") == "global")
-                     .groupBy(*window_key).agg(F.max("errors").alias("_global_errors")))
+    same_window = Window.partitionBy("window_start", "window_end")
     rank = Window.partitionBy("window_start", "window_end", "entity_type").orderBy(
         F.col("errors").desc(), F.col("entity"))
-    # sort_array on (entity_type, rank, ...) orders ip before url, then by rank; transform drops
-    # the rank from the published struct.
-    top = (
-        counts.where(F.col("entity_type").isin("ip", "url") & (F.col("errors") > 0))
-        .withColumn("_rank", F.row_number().over(rank))
-        .where(F.col("_rank") <= F.lit(TOP_ENTITIES))
-        .groupBy(*window_key)
-        .agg(F.sort_array(F.collect_list(F.struct("entity_type", "_rank", "entity", "requests",
-                                                  "errors"))).alias("_top"))
-        .select("_c_start", "_c_end",
-                F.transform("_top", lambda e: F.struct(
-                    e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
-                    e["requests"].cast("long").alias("requests"),
-                    e["errors"].cast("long").alias("errors"))).alias("_top_entities"))
-    )
     is_global = F.col("entity_type") == "global"
+    ranked = (
+        # Partitioned by window once: both window specifications below are satisfied by it (one
+        # exchange instead of one per specification).
+        counts.repartition("window_start", "window_end")
+        # Errors first: the rows without errors rank after every row with some.
+        .withColumn("_rank", F.when(F.col("entity_type").isin("ip", "url") & (F.col("errors") > 0),
+                                    F.row_number().over(rank)))
+    )
+    # sort_array on (entity_type, rank, ...) orders ip before url, then by rank; transform drops
+    # the rank from the published struct. collect_list skips the nulls (rows out of the top).
+    top = F.sort_array(F.collect_list(F.when(F.col("_rank") <= F.lit(TOP_ENTITIES), F.struct(
+        "entity_type", "_rank", "entity", "requests", "errors"))).over(same_window))
+    top_entities = F.transform(F.col("_top"), lambda e: F.struct(
+        e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
+        e["requests"].cast("long").alias("requests"), e["errors"].cast("long").alias("errors")))
+    global_errors = F.col("_global_errors")
     return (
-        firing
-        .join(F.broadcast(global_errors), same_window, "left").drop("_c_start", "_c_end")
-        .join(top, same_window & is_global, "left").drop("_c_start", "_c_end")
-        .withColumn("error_share",
-                    F.when(~is_global & (F.col("_global_errors") > 0),
-                           (F.col("errors") / F.col("_global_errors")).cast("double")))
-        .withColumn("top_entities",
-                    F.when(is_global, F.col("_top_entities")).cast(TOP_ENTITIES_TYPE))
-        .drop("_global_errors", "_top_entities")
+        ranked
+        # Window functions in columns of their own: an expression using one twice would
+        # compute it twice.
+        .withColumn("_top", top)
+        .withColumn("_global_errors", F.max(F.when(is_global, F.col("errors"))).over(same_window))
+        .withColumn("error_share", F.when(~is_global & (global_errors > 0),
+                                          (F.col("errors") / global_errors).cast("double")))
+        .withColumn("top_entities", F.when(is_global & (F.size("_top") > 0), top_entities)
+                    .cast(TOP_ENTITIES_TYPE))
+        .drop("_rank", "_top", "_global_errors")
     )
 
 
@@ -330,8 +343,8 @@ def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_s
     # Inhibition, like an Alertmanager inhibit rule: when all traffic fails, every IP and URL
     # fails too and would raise one alert each on top of the global one (a real demo run gave
     # 3 global + 69 ip + 103 url alerts for one global incident). The global alert says it
-    # all, so the ip/url alerts of its window are dropped: a left anti join on the window of
-    # the global alerts of this call (the condition never matches a global row, which stays).
+    # all, so the ip/url alerts of its window are dropped (a window function over the firing
+    # rows of each window: whether the window's global row is among them).
     # Streaming: the analyzer calls this per micro-batch on the window counts updated in that
     # batch (update mode). Every line counts in the global scope, so the global row of a
     # window is updated in every batch that updates any entity of that window: within a
@@ -340,18 +353,13 @@ def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_s
     # (alerts are never retracted).
     # The exception: when one IP or URL holds most of the window's errors, it is the cause of the
     # global alert, not a victim of it (a scanner alone in a quiet window): its alert is kept.
+    is_global = F.col("entity_type") == "global"
     not_the_cause = (F.coalesce(F.col("error_share"), F.lit(0.0)) < F.lit(float(cause_share))
                      if "error_share" in firing.columns else F.lit(True))
-    global_windows = (
-        firing.where(F.col("entity_type") == "global")
-        .select(F.col("window_start").alias("_g_start"), F.col("window_end").alias("_g_end"))
-        .distinct()
-    )
-    return firing.join(
-        F.broadcast(global_windows),
-        (F.col("window_start") == F.col("_g_start")) & (F.col("window_end") == F.col("_g_end"))
-        & (F.col("entity_type") != "global") & not_the_cause,
-        "left_anti")
+    global_fires = F.max(is_global.cast("int")).over(Window.partitionBy("window_start", "window_end"))
+    return (firing.withColumn("_global_fires", global_fires == 1)
+            .where(is_global | ~F.col("_global_fires") | ~not_the_cause)
+            .drop("_global_fires"))
 
 
 def alert_id_column(rule: Column, entity_type: Column, entity: Column,

@@ -86,13 +86,13 @@ def backlog(sources) -> int | None:
     return behind
 
 
-def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
+def progress_fields(progress, alert_stats: dict[int, int]) -> dict:
     """The status fields of one StreamingQueryProgress (alert_stats: AlertBatch.stats)."""
     observed = (progress.observedMetrics or {}).get("dead_letters")
     dead = int(observed["count"]) if observed is not None else 0
     future = int(observed["future"]) if observed is not None else 0
     late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
-    _, alerts_out = alert_stats.get(progress.batchId, (0, 0)) if progress.name == "alerts" else (0, 0)
+    alerts_out = alert_stats.get(progress.batchId, 0) if progress.name == "alerts" else 0
     return {
         "id": str(progress.id), "active": True, "batch_id": progress.batchId,
         "rows_read": progress.numInputRows, "rows_read_total": progress.numInputRows,
@@ -108,11 +108,13 @@ def progress_fields(progress, alert_stats: dict[int, tuple[int, int]]) -> dict:
     }
 
 
-def status_line(progress, fields: dict, alert_stats: dict[int, tuple[int, int]]) -> str:
+def status_line(progress, fields: dict, alert_stats: dict[int, int]) -> str:
     """The human line of one micro-batch: lines in, dead letters / window rows and alerts out."""
     rate = progress.processedRowsPerSecond or 0.0
     if progress.name == "alerts":
-        updated, out = alert_stats.get(progress.batchId, (0, 0))
+        # Update mode: every window row the aggregation updated is one row of the batch.
+        updated = sum(op.numRowsUpdated for op in progress.stateOperators)
+        out = alert_stats.get(progress.batchId, 0)
         detail = (f"{updated} window rows updated, {out} alerts out, "
                   f"watermark {fields['watermark'] or '-'}, "
                   f"{fields['late_rows_dropped']} late rows dropped")
@@ -124,7 +126,7 @@ def status_line(progress, fields: dict, alert_stats: dict[int, tuple[int, int]])
             f"({rate:.0f} lines/s), {detail}, backlog {behind}")
 
 
-def make_status_listener(alert_stats: dict[int, tuple[int, int]], status: StatusFile,
+def make_status_listener(alert_stats: dict[int, int], status: StatusFile,
                          log: Callable[[str], None], thresholds=None):
     """A listener writing the status file and one log line per micro-batch and query.
     `thresholds`: the alerts query's ThresholdsFile, whose version and error go in its status."""

@@ -159,16 +159,35 @@ def _rows(thresholds: dict) -> list[tuple]:
             for item in thresholds.get("thresholds", [])]
 
 
+def local_frame(spark: SparkSession, rows: list[tuple], schema: StructType) -> DataFrame:
+    """`rows` as a local table (a VALUES list, the values passed as query parameters, never
+    spliced into the SQL text). The analyzer's rules read their thresholds on the driver at every
+    micro-batch: from a local table that read runs no Spark job, where createDataFrame's
+    parallelized list runs one (and starts Python workers) for every read."""
+    if not rows:
+        return spark.createDataFrame([], schema)
+    args, tuples = {}, []
+    for index, row in enumerate(rows):
+        markers = []
+        for field, value in zip(schema.fields, row):
+            args[f"{field.name}{index}"] = value
+            markers.append(f"CAST(:{field.name}{index} AS {field.dataType.simpleString()})")
+        tuples.append(f"({', '.join(markers)})")
+    names = ", ".join(field.name for field in schema.fields)
+    return spark.sql(f"SELECT * FROM VALUES {', '.join(tuples)} AS thresholds({names})", args=args)
+
+
 def thresholds_frame(spark: SparkSession, thresholds: dict, rule: str = LEGACY_RULE) -> DataFrame:
-    """The thresholds of `rule` as a DataFrame: scope, entity (null = the population of that
+    """The thresholds of `rule` as a local table: scope, entity (null = the population of that
     scope), value."""
-    return spark.createDataFrame([row[1:] for row in _rows(thresholds) if row[0] == rule],
-                                 THRESHOLDS_SCHEMA)
+    return local_frame(spark, [row[1:] for row in _rows(thresholds) if row[0] == rule],
+                       THRESHOLDS_SCHEMA)
 
 
 def rule_thresholds_frame(spark: SparkSession, thresholds: dict) -> DataFrame:
-    """Every rule's thresholds: rule, scope, entity, value (rules.fire_all splits them by rule)."""
-    return spark.createDataFrame(_rows(thresholds), RULE_THRESHOLDS_SCHEMA)
+    """Every rule's thresholds as a local table: rule, scope, entity, value (rules.fire_all splits
+    them by rule)."""
+    return local_frame(spark, _rows(thresholds), RULE_THRESHOLDS_SCHEMA)
 
 
 def thresholds_document(params: ThresholdParams, statistics: dict,
@@ -199,7 +218,7 @@ def thresholds_document(params: ThresholdParams, statistics: dict,
 
 
 class ThresholdsFile:
-    """The thresholds file as a cached frame of every rule's rows (rule_thresholds_frame), re-read
+    """The thresholds file as a local table of every rule's rows (rule_thresholds_frame), re-read
     when its mtime changes: a cheap hot reload between micro-batches.
 
     `required`, `window`, `slide`: as read_thresholds. A file that becomes invalid (or missing, if
@@ -235,9 +254,8 @@ class ThresholdsFile:
                              f"{error}")
                 self.error, self.mtime = str(error), mtime
                 return self.frame, self.version
-            frame = rule_thresholds_frame(spark, data).cache()
+            frame = rule_thresholds_frame(spark, data)
             if self.frame is not None:
-                self.frame.unpersist()
                 self.log(f"thresholds reloaded from {self.path}: version {data.get('version')}")
             self.frame, self.version, self.mtime = frame, data.get("version"), mtime
             self.error = None
