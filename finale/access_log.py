@@ -32,6 +32,59 @@ SEPARATOR = "\u0001"
 TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
 
+MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
+# The canonical %t, every digit written 0 and the sign +: the shape of the fast path below.
+CANONICAL_TIME = "00/Mon/0000:00:00:00 +0000"
+
+
+def parse_time(time: Column) -> Column:
+    """%t (`28/Nov/2026:09:14:03 +0000`) -> a UTC timestamp, null if it is not a valid date.
+
+    The meaning is try_to_timestamp(time, TIME_FORMAT)'s (try_, not to_: with ANSI mode on, Spark
+    4's default, a bad date would fail the whole job instead of flagging one line). But Java's
+    pattern formatter behind it costs about as much as the line's regex, so the canonical form
+    (two-digit day, English month as Apache writes it, four-digit year 1900-2999, a time and an
+    offset within their ranges, a day that exists in its month) is computed with integer
+    arithmetic on its fixed-width fields (the days since the epoch of a civil date, as in
+    H. Hinnant's days_from_civil), and only what is not canonical goes to the formatter, which
+    decides. So both paths agree by construction: the fast one only takes what it can prove valid.
+    """
+    def number(start: int, length: int) -> Column:
+        # try_cast: never an error, even where Spark evaluates it for a line that is not canonical.
+        return F.substring(time, start, length).try_cast("int")
+
+    # One pass over the 26 characters: every digit becomes 0 and the offset's sign +, so the shape
+    # is one comparison (the month, letters, is compared apart).
+    shape = F.translate(time, "123456789-", "000000000+")
+    month_at = F.instr(F.lit(MONTHS), F.substring(time, 4, 3))
+    canonical = ((F.length(time) == len(CANONICAL_TIME))
+                 & (F.concat(F.substring(shape, 1, 3), F.substring(shape, 7, 20))
+                    == CANONICAL_TIME[:3] + CANONICAL_TIME[6:])
+                 & (month_at % 3 == 1))
+    day, year = number(1, 2), number(8, 4)
+    month = ((month_at + 2) / 3).cast("int")
+    hour, minute, second = number(13, 2), number(16, 2), number(19, 2)
+    offset_hours, offset_minutes = number(23, 2), number(25, 2)
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = (F.when(month == 2, F.when(leap, 29).otherwise(28))
+                  .when(month.isin(4, 6, 9, 11), 30).otherwise(31))
+    valid = (canonical & year.between(1900, 2999) & day.between(1, month_days) & (hour <= 23)
+             & (minute <= 59) & (second <= 59) & (offset_minutes <= 59)
+             # Java's offsets stop at +/-18:00.
+             & (offset_hours * 60 + offset_minutes <= 18 * 60))
+    # days_from_civil: March-based years, so February's leap day is the year's last day.
+    shifted_year = year - F.when(month <= 2, 1).otherwise(0)
+    era_year = shifted_year % 400
+    day_of_year = ((F.lit(153) * (month + F.when(month > 2, -3).otherwise(9)) + 2) / 5).cast("int") + day - 1
+    day_of_era = era_year * 365 + (era_year / 4).cast("int") - (era_year / 100).cast("int") + day_of_year
+    days = (shifted_year / 400).cast("int") * 146097 + day_of_era - 719468
+    sign = F.when(F.substring(time, 22, 1) == "-", -1).otherwise(1)
+    seconds = (days.cast("long") * 86400 + hour * 3600 + minute * 60 + second
+               - sign * (offset_hours * 3600 + offset_minutes * 60))
+    return F.when(valid, F.timestamp_seconds(seconds)).otherwise(
+        F.try_to_timestamp(time, F.lit(TIME_FORMAT)))
+
+
 def parse_access_log(lines: DataFrame) -> DataFrame:
     """Parse the string column `value` into typed fields; `event_time` is UTC.
 
@@ -52,10 +105,7 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
         ).alias("fields"),
     )
     raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
-    # try_to_timestamp, not to_timestamp: with ANSI mode on (Spark 4's default) a bad date
-    # would fail the whole job instead of flagging one line.
-    timed_lines = split_lines.select(
-        "value", *extra, "fields", F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT)).alias("event_time"))
+    timed_lines = split_lines.select("value", *extra, "fields", parse_time(raw["time"]).alias("event_time"))
     parsed = F.col("event_time").isNotNull()
 
     def keep(column: Column) -> Column:
