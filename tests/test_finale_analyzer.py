@@ -108,12 +108,13 @@ class Capture:
 
 
 def alerts_query(spark, bootstrap, topic, checkpoint, trigger, counts=None, dead=None,
-                 settings=SETTINGS):
+                 settings=SETTINGS, max_offsets_per_trigger=None):
     captured = Capture()
-    source = analyzer.kafka_source(spark, bootstrap, topic, "earliest", None)
-    writers, _ = analyzer.build_queries(
+    source = analyzer.kafka_source(spark, bootstrap, topic, "earliest", max_offsets_per_trigger)
+    writers, handler = analyzer.build_queries(
         source, alert_sink=captured, dead_letter_sink=dead or Capture(), counts_sink=counts,
         checkpoint=checkpoint, trigger=trigger, settings=settings, log=lambda message: None)
+    captured.batches = handler.stats  # batch id -> alerts out, one entry per micro-batch
     return writers, captured
 
 
@@ -319,46 +320,35 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
     # recovered state gives them the counts of the uninterrupted run.
     split_at = 35 * RATE
     first, rest = with_incidents[:split_at], with_incidents[split_at:]
-    steady_topic, restarted_topic = new_topics(kafka, "steady", "restarted")
-    trigger = {"processingTime": "1 second"}
+    # One partition and at most split_at records per micro-batch: both runs cut the traffic into
+    # the same batches (first, then the rest split_at at a time), whatever the machine's speed.
+    # Alerts depend on the batches (a window fires when its counts at the end of a batch cross
+    # the threshold, and its rate may fall back under it later), so only equal batches make the
+    # comparison about the recovered window state and nothing else.
+    steady_topic, restarted_topic = new_topics(kafka, "steady", "restarted", partitions=1)
+    trigger = {"availableNow": True}
     # Without inhibition: with it, which ip/url alerts are emitted depends on the micro-batch
     # boundaries (an entity alert emitted before the global one of its window crosses its
-    # threshold stays, alerts are never retracted), and the two runs legitimately split the
-    # traffic into different batches. This test is about the recovered window state.
+    # threshold stays, alerts are never retracted). This test is about the recovered window state.
     settings = dataclasses.replace(SETTINGS, inhibit_by_global=False)
 
-    # Uninterrupted: one query sees the first part, then the rest.
+    # Uninterrupted: one query sees the first part, then the rest, in one run.
     writers, steady = alerts_query(spark, kafka, steady_topic, tmp_path / "ck-steady", trigger,
-                                  settings=settings)
-    send(kafka, steady_topic, first)
-    query = writers["alerts"].start()
-    try:
-        query.processAllAvailable()
-        send(kafka, steady_topic, rest)
-        query.processAllAvailable()
-    finally:
-        query.stop()
-    assert query.exception() is None
+                                  settings=settings, max_offsets_per_trigger=split_at)
+    send(kafka, steady_topic, first + rest)
+    run_available_now(writers["alerts"])
 
     # Interrupted: stopped after the first part, restarted on the same checkpoint for the rest.
     checkpoint = tmp_path / "ck-restarted"
     writers, before = alerts_query(spark, kafka, restarted_topic, checkpoint, trigger,
-                                  settings=settings)
+                                  settings=settings, max_offsets_per_trigger=split_at)
     send(kafka, restarted_topic, first)
-    query = writers["alerts"].start()
-    try:
-        query.processAllAvailable()
-    finally:
-        query.stop()
+    run_available_now(writers["alerts"])
     send(kafka, restarted_topic, rest)
     writers, after = alerts_query(spark, kafka, restarted_topic, checkpoint, trigger,
-                                  settings=settings)
-    query = writers["alerts"].start()
-    try:
-        query.processAllAvailable()
-    finally:
-        query.stop()
-    assert query.exception() is None
+                                  settings=settings, max_offsets_per_trigger=split_at)
+    run_available_now(writers["alerts"])
+    assert len(before.batches) == 1 and len(after.batches) == len(steady.batches) - 1
 
     restarted = latest_alerts(before.rows + after.rows)
     assert restarted == latest_alerts(steady.rows)
