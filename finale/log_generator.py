@@ -592,8 +592,9 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("argument --stats-file: not with the TCP server (--host/--port)")
     to_kafka = args.output is None and not args.serve_tcp
     if to_kafka and args.kafka_client == "confluent-kafka":
-        import importlib.util
-        if importlib.util.find_spec("confluent_kafka") is None:
+        try:
+            import confluent_kafka  # noqa: F401  (optional: bench/requirements.txt)
+        except ImportError:
             parser.error(f"argument --kafka-client: {CONFLUENT_MISSING}")
     if args.compression not in ("gzip", "none") and args.kafka_client == "kafka-python":
         from kafka import codec

@@ -291,17 +291,13 @@ class ConfluentKafkaSink(_Sink):
 
 
 def open_kafka(args) -> KafkaSink | ConfluentKafkaSink | None:
-    """The Kafka sink of --kafka-client (kafka-python without one); None (error said) if Kafka
-    cannot be used."""
-    client = getattr(args, "kafka_client", "kafka-python")
-    sink_class = ConfluentKafkaSink if client == "confluent-kafka" else KafkaSink
+    """The Kafka sink of --kafka-client (kafka-python without one; log_generator.py has checked
+    that the client imports); None (error said) if Kafka cannot be used."""
+    sink_class = ConfluentKafkaSink if args.kafka_client == "confluent-kafka" else KafkaSink
     try:
         return sink_class(args.bootstrap_servers, args.topic, args.compression)
     except KafkaSinkError as error:
         log(f"error: {error}")
-        return None
-    except ImportError:
-        log(f"error: {CONFLUENT_MISSING}")
         return None
 
 
