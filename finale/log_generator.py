@@ -34,6 +34,8 @@ Output, one of:
 - Kafka (default): topic --topic of --bootstrap-servers, key = client IP, value = the line
   (no newline); producer tuned for throughput (acks=1, 512 KiB batches, linger 20 ms, --compression);
   delivery failures are reported and make the exit status 1; flushed on exit, Ctrl-C or SIGTERM.
+  --kafka-client confluent-kafka: the same records, partitions and counts with librdkafka
+  (optional package, several times less CPU per line; finale/outputs.py).
 - --output FILE or - (stdout).
 - --host/--port given: the stage-2 TCP server, every line broadcast to every connected client.
 Lines are written in batches when due (line i at t0 + i/rate of wall time). --history HOURS writes
