@@ -145,7 +145,8 @@ class KafkaSink(_Sink):
         self._failed(f"{type(error).__name__}: {error}")
 
     def write(self, data: bytes) -> None:
-        send, topic, failed, acked = self.producer.send, self.topic, self._send_failed, self._acknowledged
+        send, topic = self.producer.send, self.topic
+        failed, acked = self._send_failed, self._acknowledged
         lines, keys = split_records(data)
         partition_of, partitions = self.partition_of, self.partitions
         sent = self.sent
