@@ -8,17 +8,20 @@ generator and its sink sustain) in a subprocess and times it from start to exit,
 interpreter start and, for Kafka, the final flush: every line is acknowledged by the broker when
 the clock stops. Each Kafka case writes into a fresh 3-partition topic (deleted afterwards) and the
 topic's end offsets are checked to hold exactly --lines records. Cases:
-  /dev/null        --output /dev/null (baseline: generation alone)
-  kafka gzip       the default producer (acks=1, 512 KiB batches, linger 20 ms, gzip)
-  kafka none       the same without compression
-  bare kafka-python gzip / none, bare confluent-kafka gzip / none
-                   bench/bare_producer.py sending the same lines (written to a file first by the
-                   generator) with the same producer settings: what each client library allows
-                   (confluent-kafka cases only when it is installed: bench/requirements.txt)
-Each case runs --repeat times and the best run counts (other programs share the machine: the best
-run is the one they disturbed least). Prints one line per case: seconds, lines/s, and the share of
-the baseline rate, and the lines per CPU-second the generator process itself used (user + sys
-time: what a shared machine's load changes least; the broker's own work is not in it).
+  /dev/null                  --output /dev/null (baseline: generation alone)
+  kafka-python gzip / none   the generator's default producer (acks=1, 512 KiB batches, linger
+                             20 ms, gzip), and without compression
+  confluent-kafka gzip / none  the same generator with --kafka-client confluent-kafka
+  bare CLIENT gzip / none    bench/bare_producer.py sending the same lines (written to a file
+                             first by the generator) with the same producer settings: what each
+                             client library allows without the generator
+(confluent-kafka cases only when it is installed: bench/requirements.txt). Each generator case runs
+right before its bare client's, so both see about the same machine. Each case runs --repeat times
+and the best run counts (other programs share the machine: the best run is the one they disturbed
+least). Prints one line per case: seconds, lines/s, the share of the baseline rate, the lines per
+CPU-second the process itself used (user + sys time of the generator or bare producer, its client
+library's threads included: what a shared machine's load changes least; the broker's own work is
+not in it) and, for a generator case, its wall-clock and CPU rates as shares of its bare client's.
 """
 from __future__ import annotations
 
@@ -99,21 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         clients = ["kafka-python"]
         if importlib.util.find_spec("confluent_kafka") is not None:
             clients.append("confluent-kafka")
-        cases = [(f"kafka {c}", c, None) for c in ("gzip", "none")]
-        cases += [(f"bare {client} {c}", c, client) for client in clients for c in ("gzip", "none")]
-        for name, compression, client in cases:
+        # (name, compression, client, bare): the generator with that client, then the bare client.
+        cases = [(f"{prefix}{client} {c}", c, client, bare) for client in clients
+                 for c in ("gzip", "none") for prefix, bare in (("", False), ("bare ", True))]
+        for name, compression, client, bare in cases:
             best, best_cpu = 0.0, 0.0
             for _ in range(args.repeat):
                 topic = f"bench-{uuid.uuid4().hex[:10]}"
                 admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
                 try:
-                    command = None if client is None else [
+                    command = None if not bare else [
                         sys.executable, str(ROOT / "bench" / "bare_producer.py"), str(lines_file),
                         "--client", client, "--topic", topic, "--compression", compression,
                         "--bootstrap-servers", args.bootstrap_servers]
                     elapsed, cpu = run_case([*count, "--bootstrap-servers", args.bootstrap_servers,
-                                             "--topic", topic, "--compression", compression],
-                                            command)
+                                             "--topic", topic, "--compression", compression,
+                                             "--kafka-client", client], command)
                     stored = topic_records(admin, consumer, topic)
                     if stored != args.lines:
                         raise RuntimeError(f"{topic} holds {stored} records, not {args.lines}")
@@ -132,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         consumer.close()
     print(f"{args.lines} lines per case, unpaced, best of {args.repeat} runs, "
           f"on {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f})")
+    rates = {name: (rate, cpu_rate) for name, rate, cpu_rate in results}
     for name, rate, cpu_rate in results:
-        print(f"  {name:<28} {args.lines / rate:6.2f} s  {rate:9,.0f} lines/s  "
-              f"{rate / baseline:6.1%} of the baseline  "
-              f"({cpu_rate:9,.0f} lines per CPU-second of the generator)")
+        bare = rates.get(f"bare {name}")
+        print(f"  {name:<26} {args.lines / rate:6.2f} s  {rate:9,.0f} lines/s  "
+              f"{rate / baseline:6.1%} of the baseline  ({cpu_rate:9,.0f} lines per CPU-second)"
+              + (f"  {rate / bare[0]:6.1%} of bare, {cpu_rate / bare[1]:6.1%} per CPU-second"
+                 if bare else ""))
     return 0
 
 

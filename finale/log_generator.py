@@ -34,6 +34,8 @@ Output, one of:
 - Kafka (default): topic --topic of --bootstrap-servers, key = client IP, value = the line
   (no newline); producer tuned for throughput (acks=1, 512 KiB batches, linger 20 ms, --compression);
   delivery failures are reported and make the exit status 1; flushed on exit, Ctrl-C or SIGTERM.
+  --kafka-client confluent-kafka: the same records, partitions and counts with librdkafka
+  (optional package, several times less CPU per line; finale/outputs.py).
 - --output FILE or - (stdout).
 - --host/--port given: the stage-2 TCP server, every line broadcast to every connected client.
 Lines are written in batches when due (line i at t0 + i/rate of wall time). --history HOURS writes
@@ -70,7 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, OneLineErrorParser  # noqa: E402
 from incidents import (SURGE_MULTIPLIER, Incident, incident_spec, resolve_incidents,  # noqa: E402
                        write_truth)
-from outputs import COMPRESSIONS, log, open_kafka, open_output, write_stats  # noqa: E402
+from outputs import (COMPRESSIONS, CONFLUENT_MISSING, KAFKA_CLIENTS, KafkaSinkError,  # noqa: E402
+                     log, open_kafka, open_output, topic_name, write_stats)
 from replay import run_replay  # noqa: E402
 from shop import ERROR_STATUSES, OK_STATUSES, REFERERS, SHOP, URLS, USER_AGENTS  # noqa: E402
 
@@ -140,13 +143,16 @@ class LogStream:
         # fail iff (32-bit uniform draw) < threshold: exactly never at 0 %, always at 100 %.
         threshold = round(error_rate_pct / 100 * (1 << 32))
         self.heads, self.tails_ok, self.tails_error, self.thresholds = [], [], [], []
+        heads: dict[str, bytes] = {}
         for k, (user, (url, method, low, high, _), referer, error) in enumerate(zip(
                 users, shop, referers, error_statuses)):
             ip, ok = model.ips[user], ok_statuses[method][k]
             request = f'] "{method} {url} HTTP/1.1" '
             end = f' "{referer}" "{model.user_agents[user]}"\n'
             size = "-" if ok in (204, 304) else rng.randint(low, high)
-            self.heads.append(f"{ip} - - [".encode())
+            # One head object per IP, not per visit: the lines of a block then touch a few
+            # cache-hot objects instead of thousands (the same bytes).
+            self.heads.append(heads.get(ip) or heads.setdefault(ip, f"{ip} - - [".encode()))
             self.tails_ok.append(f"{request}{ok} {size}{end}".encode())
             self.tails_error.append(f"{request}{error} {rng.randint(200, 1200)}{end}".encode())
             is_error_pair = ip in model.error_ips and url in model.error_urls
@@ -512,9 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TCP port of that server")
     kafka = parser.add_argument_group("Kafka output (the default)")
     kafka.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
-    kafka.add_argument("--topic", default="http-logs", help="topic the lines go to, key = client IP")
+    kafka.add_argument("--topic", type=topic_name, default="http-logs",
+                       help="topic the lines go to, key = client IP")
     kafka.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
-                       help="producer compression (lz4, snappy and zstd need their Python package)")
+                       help="producer compression (with kafka-python, lz4, snappy and zstd need "
+                            "their Python package)")
+    kafka.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="kafka-python",
+                       help="producer library: the same records, partitions and counts; "
+                            "confluent-kafka (librdkafka, pip install -r bench/requirements.txt) "
+                            "uses several times less CPU per line")
     incidents = parser.add_argument_group("incidents")
     incidents.add_argument("--incident", type=incident_spec, action="append", default=None,
                            metavar="KIND[=ENTITY]@START+DURATION",
@@ -580,7 +592,13 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("argument --host/--port: the TCP server cannot be combined with --output or --replay")
     if args.serve_tcp and args.stats_file is not None:
         parser.error("argument --stats-file: not with the TCP server (--host/--port)")
-    if args.compression not in ("gzip", "none"):
+    to_kafka = args.output is None and not args.serve_tcp
+    if to_kafka and args.kafka_client == "confluent-kafka":
+        try:
+            import confluent_kafka  # noqa: F401  (optional: bench/requirements.txt)
+        except ImportError:
+            parser.error(f"argument --kafka-client: {CONFLUENT_MISSING}")
+    if args.compression not in ("gzip", "none") and args.kafka_client == "kafka-python":
         from kafka import codec
         if not getattr(codec, f"has_{args.compression}")():
             parser.error(f"argument --compression: {args.compression} needs its Python package, "
@@ -636,15 +654,13 @@ def _run_kafka(args, seed: int, stream: LogStream, total: int | None) -> int:
         return 1
     log(f"sending to topic {args.topic} at {args.bootstrap_servers}, {args.rate:g} lines/s"
         + (f", seed {seed}" if args.seed is None else ""))
-    from kafka.errors import KafkaError
-
     failed = False
     try:
         write_paced(stream, Pacer(args.rate, total), sink)
     except KeyboardInterrupt:
         pass  # what was sent so far still gets delivered below
-    except KafkaError as error:  # e.g. the broker went away and the send buffer stayed full
-        log(f"error: Kafka at {args.bootstrap_servers}: {type(error).__name__}: {error}")
+    except KafkaSinkError as error:  # e.g. the broker went away and the send buffer stayed full
+        log(f"error: Kafka at {args.bootstrap_servers}: {error}")
         failed = True
     finally:
         delivered = sink.close()

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 
 from cli import silence_stdout
 from incidents import Incident, write_truth
-from outputs import log, open_kafka, open_output, write_stats
+from outputs import KafkaSinkError, log, open_kafka, open_output, write_stats
 from settings import GLOBAL_ENTITY
 
 # "[28/Nov/2026:09:14:03 +0000]" of an access-log line, for --replay --speed.
@@ -237,8 +237,6 @@ def run_replay(args) -> int:
         out = open_output(args.output)
         if out is None:
             return 1
-    from kafka.errors import KafkaError
-
     ok, written = True, 0
     try:
         with open_log(args.replay) as source:
@@ -247,8 +245,8 @@ def run_replay(args) -> int:
             written = replay(lines, out, args.rate, args.speed, args.count)
     except KeyboardInterrupt:
         pass
-    except KafkaError as error:
-        log(f"error: Kafka at {args.bootstrap_servers}: {type(error).__name__}: {error}")
+    except KafkaSinkError as error:
+        log(f"error: Kafka at {args.bootstrap_servers}: {error}")
         ok = False
     except BrokenPipeError:
         silence_stdout()

@@ -106,10 +106,42 @@ def test_lines_land_in_kafka_keyed_by_ip_in_order(kafka):
     assert by_ip == expected_by_ip
 
 
-def test_sigterm_flushes_what_was_sent(kafka):
-    topic = new_topic(kafka, 1)
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_confluent_client_sends_what_kafka_python_sends(kafka, tmp_path, compression):
+    """--kafka-client confluent-kafka: the same records (key, value), in the same partitions, in
+    the same order per partition as the default client for the same seed, and exact counts."""
+    flags = ["--seed", "5", "--rate", "1e9", "--count", "5000", "--start-time", START]
+    from kafka.partitioner.default import murmur2
+
+    expected: dict[int, list[tuple[bytes, bytes]]] = {0: [], 1: [], 2: []}
+    for line in generate(*flags, "--output", "-"):
+        key = line.split(" ", 1)[0].encode()
+        expected[(murmur2(key) & 0x7FFFFFFF) % 3].append((key, line.encode()))
+    flags += ["--bootstrap-servers", kafka, "--compression", compression]
+    records = {}
+    for client in ("kafka-python", "confluent-kafka"):
+        topic, stats_file = new_topic(kafka, 3), tmp_path / f"{client}.json"
+        result = subprocess.run([sys.executable, SCRIPT, *flags, "--topic", topic,
+                                 "--kafka-client", client, "--stats-file", str(stats_file)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines()[-1] == f"5000 lines delivered to topic {topic} at {kafka}"
+        stats = json.loads(stats_file.read_text())
+        assert {k: v for k, v in stats.items() if k != "finished_at"} == {
+            "output": "kafka", "topic": topic, "lines_sent": 5000, "lines_delivered": 5000,
+            "lines_acknowledged": 5000, "lines_failed": 0, "lines_unknown": 0}
+        records[client] = read_topic(kafka, topic)
+    # Each partition: the lines of its IPs (murmur2 of the key, as the Java client), in order.
+    assert records["kafka-python"] == expected
+    assert records["confluent-kafka"] == expected
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_sigterm_flushes_what_was_sent(kafka, tmp_path, client):
+    topic, stats_file = new_topic(kafka, 1), tmp_path / "stats.json"
     process = subprocess.Popen([sys.executable, SCRIPT, "--rate", "500", "--seed", "1",
-                                "--bootstrap-servers", kafka, "--topic", topic],
+                                "--bootstrap-servers", kafka, "--topic", topic,
+                                "--kafka-client", client, "--stats-file", str(stats_file)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: read_end(kafka, topic) >= 200, 60, "lines in the topic")
@@ -122,6 +154,11 @@ def test_sigterm_flushes_what_was_sent(kafka):
     assert "Traceback" not in stderr
     delivered = int(stderr.split(" lines delivered")[0].split()[-1])
     assert delivered >= 200 and read_end(kafka, topic) == delivered
+    stats = json.loads(stats_file.read_text())
+    assert stats["lines_delivered"] == stats["lines_acknowledged"] == delivered
+    assert stats["lines_failed"] == 0
+    if client == "confluent-kafka":  # counted around a C call: exact even when interrupted
+        assert stats["lines_sent"] == delivered and stats["lines_unknown"] == 0
 
 
 def read_end(bootstrap: str, topic: str) -> int:
@@ -134,13 +171,37 @@ def read_end(bootstrap: str, topic: str) -> int:
         consumer.close(autocommit=False)
 
 
-def test_unreachable_broker_is_one_line_and_exit_1():
-    result = subprocess.run([sys.executable, SCRIPT, "--bootstrap-servers",
-                             f"localhost:{free_port()}", "--count", "10"],
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_unreachable_broker_is_one_line_and_exit_1(client):
+    port = free_port()
+    result = subprocess.run([sys.executable, SCRIPT, "--bootstrap-servers", f"localhost:{port}",
+                             "--count", "10", "--kafka-client", client],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: no Kafka broker answers at localhost:")
-    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr == (f"error: no Kafka broker answers at localhost:{port} "
+                             "(start one: python finale/local_kafka.py start)\n")
+
+
+def test_missing_confluent_kafka_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # what `import` sees when absent
+    with pytest.raises(SystemExit) as stop:
+        gen.main(["--kafka-client", "confluent-kafka", "--count", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith(
+        " error: argument --kafka-client: confluent-kafka is not installed: "
+        "pip install -r bench/requirements.txt (or requirements-dev.txt)\n")
+
+
+@pytest.mark.parametrize("topic", ["bad topic", "", "x" * 250, "..", "caf\u00e9"])
+def test_bad_topic_name_is_one_line_and_exit_2(topic, capsys):
+    with pytest.raises(SystemExit) as stop:
+        gen.main(["--topic", topic, "--count", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f" error: argument --topic: {topic!r} is not a Kafka topic name "
+        "(1-249 of letters, digits, '.', '_', '-')\n")
 
 
 # --- incidents ----------------------------------------------------------------------------------
