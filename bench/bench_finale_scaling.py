@@ -403,9 +403,9 @@ def sizing(results: dict, args: argparse.Namespace) -> None:
     one, two = (results.get(s, {}).get("rates", {}).get("analyzer") for s in ("local[1]", "local[2]"))
     efficiency = (f"; local[1] -> local[2] gave {two / one:.2f}x the lines/s for 2x the cores "
                   f"({two / one / 2:.0%} of linear)" if one and two else "")
-    cpu_text = (f", and {per_cpu:,.0f} lines per CPU-second of its driver and executors (start-up "
-                "batch included; what a core does when nothing else runs on it, which a shared "
-                "machine does not distort)" if per_cpu else "")
+    cpu_text = (f", and {per_cpu:,.0f} lines per CPU-second of its processes (driver, executors, "
+                "the cluster's daemons; start-up batch included: what a core does when nothing "
+                "else runs on it, which a shared machine does not distort)" if per_cpu else "")
     print(f"\nSizing projection (computed, not measured): the analyzer case (the product's two "
           f"queries) on {source} gave {per_core:,.0f} steady lines/s per core{cpu_text}"
           f"{efficiency}. Base traffic {args.base_rate:,.0f} lines/s (--base-rate). Spark cores "
