@@ -5,7 +5,7 @@ Run:
 
 Starts a private Kafka broker (finale/local_kafka.py, on a free port, state in .state/bench-kafka)
 unless --bootstrap-servers names one, runs each benchmark script in a subprocess with the sizes
-below (about 10 minutes in all on 2 cores; --full: the issue's 1,000,000 lines where a script takes
+below (about 17 minutes in all on 2 cores; --full: the issue's 1,000,000 lines where a script takes
 a line count), and writes bench/RESULTS.md: the date, the machine (cores, load average before and
 after the whole run and around each benchmark), then each script's command, duration and output.
 Every script prints its figures with the baseline or ceiling it measured in the same run and the
@@ -47,8 +47,12 @@ BENCHMARKS = {
     "latency": ("bench_finale_latency.py", ["--rates", "1000,10000", "--triggers", "0 seconds,1 second",
                                             "--duration", "30"],
                 ["--duration", "60"], True),
+    # Three pipeline-bench runs (local[1], local[2], a 2-worker standalone cluster). Each one's
+    # pre-load, Spark start and warm-up dominate: 100,000 lines took 7.3 min at load 6-12, 30,000
+    # lines 7.1 min at load 10 (2 cores), so the larger size, for steadier steady states.
+    "scaling": ("bench_finale_scaling.py", ["--lines", "100000"], ["--lines", "1000000"], True),
 }
-MARKDOWN = {"parser-parts", "pipeline", "latency"}
+MARKDOWN = {"parser-parts", "pipeline", "latency", "scaling"}
 
 
 def load() -> str:
