@@ -84,6 +84,24 @@ TOP_ENTITIES = 3
 TOP_ENTITIES_TYPE = "array<struct<entity_type:string,entity:string,requests:bigint,errors:bigint>>"
 CAUSE_TYPES = {"error_share": "double", "top_entities": TOP_ENTITIES_TYPE}
 
+# Columns built once per Spark context and key (memo): building a Column costs a py4j round trip
+# per function call (~0.2 ms), the rules below take a few hundred calls, and the analyzer applies
+# the same rules with the same parameters to a new micro-batch every second or so. A Column is an
+# unresolved expression, valid in any frame of its context.
+_COLUMNS: dict = {}
+
+
+def memo(key, build: Callable[[], object]):
+    """build(), or what it returned the last time for `key` in this Spark context."""
+    from pyspark import SparkContext
+
+    full_key = (SparkContext._active_spark_context, key)
+    if full_key not in _COLUMNS:
+        if len(_COLUMNS) > 512:  # e.g. one entry per thresholds version, over months of reloads
+            _COLUMNS.clear()
+        _COLUMNS[full_key] = build()
+    return _COLUMNS[full_key]
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -209,17 +227,18 @@ def alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_erro
     with error_share >= `cause_share`. The cause fields (CAUSE_COLUMNS) are computed from `counts`.
     Meant for static frames (the analyzer calls it inside foreachBatch).
     """
-    fires = ((F.col("requests") >= F.lit(int(min_requests)))
-             & (F.col("errors") >= F.lit(int(min_errors)))
-             & (wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")))
+    fires, critical = memo(("error_rate", int(min_requests), int(min_errors), float(z)), lambda: (
+        F.coalesce((F.col("requests") >= F.lit(int(min_requests)))
+                   & (F.col("errors") >= F.lit(int(min_errors)))
+                   & (wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")),
+                   F.lit(False)),
+        (F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
+        | (F.col("error_rate") >= CRITICAL_RATE)))
     # The cause fields need every row of a window (its global errors, its top entities), so they
     # are computed on all of `counts` before the firing rows are kept: one shuffle by window.
-    firing = (with_cause(with_thresholds(counts, thresholds, global_fallback=True))
-              .where(F.coalesce(fires, F.lit(False))))
+    firing = with_cause(with_thresholds(counts, thresholds, global_fallback=True)).where(fires)
     if inhibit_by_global:
         firing = inhibited_by_global(firing, cause_share)
-    critical = ((F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
-                | (F.col("error_rate") >= CRITICAL_RATE))
     return alert_columns(firing, RULE, thresholds_version, critical)
 
 
@@ -233,9 +252,16 @@ def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
     applied as literals (a map per scope for the entities), so the lookup is no join and runs no
     Spark job of its own in each micro-batch (the analyzer's thresholds are a local table, whose
     read runs no job either). A repeated (scope, entity) counts once, with its highest value."""
+    rows = tuple(tuple(row) for row in thresholds.select("scope", "entity", "value").collect())
+    return candidates.withColumn("threshold", memo(("threshold", rows, global_fallback),
+                                                   lambda: threshold_column(rows, global_fallback)))
+
+
+def threshold_column(rows, global_fallback: bool) -> Column:
+    """with_thresholds' `threshold` expression for the (scope, entity, value) rows."""
     per_scope: dict[str, float] = {}
     per_entity: dict[str, dict[str, float]] = {}
-    for scope, entity, value in thresholds.select("scope", "entity", "value").collect():
+    for scope, entity, value in rows:
         if value is None:
             continue
         if entity is None:
@@ -243,6 +269,7 @@ def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
         else:
             values = per_entity.setdefault(scope, {})
             values[entity] = max(float(value), values.get(entity, -math.inf))
+
     def by_scope(values: dict) -> Column:
         """CASE entity_type WHEN scope THEN values[scope] ... END (null for another scope)."""
         case = None
@@ -263,33 +290,39 @@ def with_thresholds(candidates: DataFrame, thresholds: DataFrame, *,
         choices.append(by_scope({scope: F.lit(value) for scope, value in per_scope.items()}))
     if global_fallback and "global" in per_scope:
         choices.append(F.lit(per_scope["global"]))
-    threshold = F.coalesce(*choices) if choices else F.lit(None)
-    return candidates.withColumn("threshold", threshold.cast("double"))
+    return (F.coalesce(*choices) if choices else F.lit(None)).cast("double")
 
 
 def alert_columns(firing: DataFrame, rule: str, thresholds_version: str | None,
                   critical: Column) -> DataFrame:
     """The firing rows of `rule` (counts columns + threshold, + the cause fields if it has them)
     as alerts (ALERT_COLUMNS)."""
-    return firing.select(
-        alert_id_column(F.lit(rule), F.col("entity_type"), F.col("entity"),
-                        F.col("window_start"), F.col("window_end")).alias("alert_id"),
-        F.lit(rule).alias("rule"),
-        "entity_type",
-        "entity",
-        "window_start",
-        "window_end",
-        "requests",
-        "errors",
-        F.col("error_rate").cast("double").alias("error_rate"),
-        F.col("threshold").cast("double").alias("threshold"),
-        F.lit(thresholds_version).cast("string").alias("thresholds_version"),
-        F.when(critical, F.lit("critical")).otherwise(F.lit("warning")).alias("severity"),
-        # The cause fields, typed nulls for a rule that does not compute them (with_cause): every
-        # rule's alerts have the same columns.
-        *[F.col(column) if column in firing.columns else F.lit(None).cast(CAUSE_TYPES[column])
-          .alias(column) for column in CAUSE_COLUMNS],
-    )
+    with_cause_fields = tuple(column in firing.columns for column in CAUSE_COLUMNS)
+
+    def columns():
+        return [
+            alert_id_column(F.lit(rule), F.col("entity_type"), F.col("entity"),
+                            F.col("window_start"), F.col("window_end")).alias("alert_id"),
+            F.lit(rule).alias("rule"),
+            "entity_type",
+            "entity",
+            "window_start",
+            "window_end",
+            "requests",
+            "errors",
+            F.col("error_rate").cast("double").alias("error_rate"),
+            F.col("threshold").cast("double").alias("threshold"),
+            F.lit(thresholds_version).cast("string").alias("thresholds_version"),
+            # The cause fields, typed nulls for a rule that does not compute them (with_cause):
+            # every rule's alerts have the same columns.
+            *[F.col(column) if present else F.lit(None).cast(CAUSE_TYPES[column]).alias(column)
+              for column, present in zip(CAUSE_COLUMNS, with_cause_fields)],
+        ]
+
+    *head, error_share, top_entities = memo(("alert_columns", rule, thresholds_version,
+                                             with_cause_fields), columns)
+    severity = F.when(critical, F.lit("critical")).otherwise(F.lit("warning")).alias("severity")
+    return firing.select(*head, severity, error_share, top_entities)
 
 
 def with_cause(counts: DataFrame) -> DataFrame:
@@ -303,37 +336,37 @@ def with_cause(counts: DataFrame) -> DataFrame:
     error_share is exact; top_entities ranks the entities updated in that batch, which holds the
     lines that changed the global count (a scanner's own lines are in the batch where it fires).
     """
-    same_window = Window.partitionBy("window_start", "window_end")
-    rank = Window.partitionBy("window_start", "window_end", "entity_type").orderBy(
-        F.col("errors").desc(), F.col("entity"))
-    is_global = F.col("entity_type") == "global"
-    ranked = (
-        # Partitioned by window once: both window specifications below are satisfied by it (one
-        # exchange instead of one per specification).
-        counts.repartition("window_start", "window_end")
+    def columns():
+        same_window = Window.partitionBy("window_start", "window_end")
+        rank = Window.partitionBy("window_start", "window_end", "entity_type").orderBy(
+            F.col("errors").desc(), F.col("entity"))
+        is_global = F.col("entity_type") == "global"
         # Errors first: the rows without errors rank after every row with some.
-        .withColumn("_rank", F.when(F.col("entity_type").isin("ip", "url") & (F.col("errors") > 0),
-                                    F.row_number().over(rank)))
-    )
-    # sort_array on (entity_type, rank, ...) orders ip before url, then by rank; transform drops
-    # the rank from the published struct. collect_list skips the nulls (rows out of the top).
-    top = F.sort_array(F.collect_list(F.when(F.col("_rank") <= F.lit(TOP_ENTITIES), F.struct(
-        "entity_type", "_rank", "entity", "requests", "errors"))).over(same_window))
-    top_entities = F.transform(F.col("_top"), lambda e: F.struct(
-        e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
-        e["requests"].cast("long").alias("requests"), e["errors"].cast("long").alias("errors")))
-    global_errors = F.col("_global_errors")
+        ranked = F.when(F.col("entity_type").isin("ip", "url") & (F.col("errors") > 0),
+                        F.row_number().over(rank))
+        global_errors = F.max(F.when(is_global, F.col("errors"))).over(same_window)
+        # sort_array on (entity_type, rank, ...) orders ip before url, then by rank; transform
+        # drops the rank from the published struct. collect_list skips the nulls (out of the top).
+        top = F.sort_array(F.collect_list(F.when(F.col("_rank") <= F.lit(TOP_ENTITIES), F.struct(
+            "entity_type", "_rank", "entity", "requests", "errors"))).over(same_window))
+        error_share = F.when(~is_global & (F.col("_global_errors") > 0),
+                             (F.col("errors") / F.col("_global_errors")).cast("double"))
+        top_entities = F.when(is_global & (F.size("_top") > 0), F.transform("_top", lambda e: F.struct(
+            e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
+            e["requests"].cast("long").alias("requests"), e["errors"].cast("long").alias("errors")))
+        ).cast(TOP_ENTITIES_TYPE)
+        return ({"_rank": ranked, "_global_errors": global_errors},
+                {"_top": top, "error_share": error_share}, top_entities.alias("top_entities"))
+
+    first, second, top_entities = memo("with_cause", columns)
     return (
-        ranked
-        # Window functions in columns of their own: an expression using one twice would
-        # compute it twice.
-        .withColumn("_top", top)
-        .withColumn("_global_errors", F.max(F.when(is_global, F.col("errors"))).over(same_window))
-        .withColumn("error_share", F.when(~is_global & (global_errors > 0),
-                                          (F.col("errors") / global_errors).cast("double")))
-        .withColumn("top_entities", F.when(is_global & (F.size("_top") > 0), top_entities)
-                    .cast(TOP_ENTITIES_TYPE))
-        .drop("_rank", "_top", "_global_errors")
+        # Partitioned by window once: both window specifications are satisfied by it (one
+        # exchange instead of one per specification). Window functions get columns of their
+        # own: an expression using one twice would compute it twice.
+        counts.repartition("window_start", "window_end")
+        .withColumns(first)
+        .withColumns(second)
+        .select(*counts.columns, "error_share", top_entities)
     )
 
 
@@ -353,13 +386,18 @@ def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_s
     # (alerts are never retracted).
     # The exception: when one IP or URL holds most of the window's errors, it is the cause of the
     # global alert, not a victim of it (a scanner alone in a quiet window): its alert is kept.
-    is_global = F.col("entity_type") == "global"
-    not_the_cause = (F.coalesce(F.col("error_share"), F.lit(0.0)) < F.lit(float(cause_share))
-                     if "error_share" in firing.columns else F.lit(True))
-    global_fires = F.max(is_global.cast("int")).over(Window.partitionBy("window_start", "window_end"))
-    return (firing.withColumn("_global_fires", global_fires == 1)
-            .where(is_global | ~F.col("_global_fires") | ~not_the_cause)
-            .drop("_global_fires"))
+    has_share = "error_share" in firing.columns
+
+    def columns():
+        is_global = F.col("entity_type") == "global"
+        not_the_cause = (F.coalesce(F.col("error_share"), F.lit(0.0)) < F.lit(float(cause_share))
+                         if has_share else F.lit(True))
+        global_fires = F.max(is_global.cast("int")).over(
+            Window.partitionBy("window_start", "window_end"))
+        return global_fires == 1, is_global | ~F.col("_global_fires") | ~not_the_cause
+
+    global_fires, keep = memo(("inhibited_by_global", float(cause_share), has_share), columns)
+    return firing.withColumn("_global_fires", global_fires).where(keep).drop("_global_fires")
 
 
 def alert_id_column(rule: Column, entity_type: Column, entity: Column,
@@ -407,13 +445,13 @@ def surge_alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, z:
     With `inhibit_by_global`, a global surge of a window inhibits that window's ip/url surges
     (inhibited_by_global, within this rule only).
     """
-    with_threshold = with_thresholds(counts.where(F.col("requests") >= F.lit(int(min_requests))),
-                                     thresholds, global_fallback=False)
-    firing = with_threshold.where(
-        F.col("requests") > F.col("threshold") + F.lit(float(z)) * F.sqrt(F.col("threshold")))
+    fires, critical = memo(("surge", int(min_requests), float(z)), lambda: (
+        (F.col("requests") >= F.lit(int(min_requests)))
+        & (F.col("requests") > F.col("threshold") + F.lit(float(z)) * F.sqrt(F.col("threshold"))),
+        F.col("requests") >= F.col("threshold") * CRITICAL_FACTOR))
+    firing = with_thresholds(counts, thresholds, global_fallback=False).where(fires)
     if inhibit_by_global:
         firing = inhibited_by_global(firing)
-    critical = F.col("requests") >= F.col("threshold") * CRITICAL_FACTOR
     return alert_columns(firing, SURGE, thresholds_version, critical)
 
 
