@@ -19,8 +19,8 @@ DEFAULT_ALERTS_TOPIC = "alerts"
 DEFAULT_DLQ_TOPIC = "http-logs-dlq"
 # Most Kafka records one micro-batch reads: after an outage or a burst the backlog is drained in
 # batches of this size instead of one batch holding all of it (memory, latency of the first alert).
-# 20,000 records are 3-5 s of work at the analyzer's measured 4,000-6,500 lines/s on 2 cores, about
-# one 5-second trigger (bench/bench_finale_analyzer.py, finale/README.md).
+# 20,000 records are a few seconds of work on 2 cores (finale/README.md, "Performance"): a backlog
+# is drained in batches of that length, and alerts keep coming out between them.
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 20_000
 GLOBAL_ENTITY = "*"  # the entity of the global scope, in alerts and in the generator's truth file
 

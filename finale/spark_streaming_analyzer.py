@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--slide", default=Settings.slide, help="sliding window step (Spark interval)")
     add("--watermark", default=Settings.watermark,
         help="how late (event time) a line may arrive and still be counted")
-    add("--trigger", default="5 seconds",
+    # 1 second: half the alert latency of 5 seconds at 1,000 lines/s (p50 3.2 s against 6.2 s,
+    # bench/bench_finale_latency.py) for twice the CPU; finale/README.md, "Performance".
+    add("--trigger", default="1 second",
         help="micro-batch interval (Spark interval), or 'available-now': process what is in the "
-             "topic and exit")
+             "topic and exit ('5 seconds': half the CPU, about 3 s more latency)")
     add("--min-requests", type=int, default=Settings.min_requests,
         help="fewest requests in a window for it to alert")
     add("--min-errors", type=int, default=Settings.min_errors,

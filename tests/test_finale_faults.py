@@ -321,15 +321,15 @@ def test_broker_restart_under_load_loses_no_acknowledged_line_and_still_alerts(o
 # A 10x burst for 30 s: bounded micro-batches, backlog visible, drained
 # ------------------------------------------------------------------------------------------------
 
-# At the default 5 s trigger the burst brings 1,000 lines per trigger, the cap takes 600: the
-# backlog builds up whatever the machine's speed, and the base traffic then lets it drain.
+# At a 5 s trigger the burst brings 1,000 lines per trigger, the cap takes 600: the backlog
+# builds up whatever the machine's speed, and the base traffic then lets it drain.
 BASE_RATE, BURST_S, LIMIT = 20, 30, 600
 
 
 @pytest.mark.timeout(2 * WAIT)
 def test_burst_is_drained_in_bounded_batches_with_the_backlog_visible(kafka, tmp_path):
     topic, alerts, dlq = new_topics(kafka, "burst-in", "burst-alerts", "burst-dlq")
-    analyzer_run = Analyzer(tmp_path, kafka, topic, alerts, dlq,
+    analyzer_run = Analyzer(tmp_path, kafka, topic, alerts, dlq, "--trigger", "5 seconds",
                             "--max-offsets-per-trigger", str(LIMIT))
     generators = []
 
