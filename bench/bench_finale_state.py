@@ -8,7 +8,7 @@ The analyzer script itself (finale/spark_streaming_analyzer.py, default settings
 real time, the client IP cycling through --ips distinct addresses (10.x.y.z), log time = now. Every
 --every seconds it samples the alerts query's state rows (stateOperators numRowsTotal, from the
 status file), its watermark and lines read, and the resident memory (RSS, /proc) of the Python
-driver and of its JVM. The state holds the open windows only: 3 overlapping windows (30 s / 10 s)
+driver and of its JVM, and the JVM's live heap after a forced full GC (jcmd). The state holds the open windows only: 3 overlapping windows (30 s / 10 s)
 per scope, each with the distinct IPs of its 30 s, so it grows until the first windows close
 (window + watermark = 40 s of log time) and should stay flat afterwards, although the IPs keep
 changing (each IP comes back every ips / rate seconds). Prints one markdown row per sample, then the
@@ -58,6 +58,43 @@ def rss_mb(pid: int) -> tuple[float, float]:
         except FileNotFoundError:
             continue
     return own(pid), children
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                out += children
+                todo += children
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def live_heap_mb(pid: int) -> float | None:
+    """The driver JVM's heap in use right after a full GC (jcmd GC.run, then GC.heap_info): what
+    the JVM really retains. RSS alone keeps growing while the JVM lazily expands its heap towards
+    its maximum, leak or no leak; the live heap is the figure that must stay flat."""
+    import re
+    import shutil
+
+    jcmd = shutil.which("jcmd") or (os.path.join(os.environ["JAVA_HOME"], "bin", "jcmd")
+                                    if os.environ.get("JAVA_HOME") else None)
+    jvms = [child for child in descendants(pid)
+            if b"java" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]]
+    if not jcmd or not jvms:
+        return None
+    try:
+        subprocess.run([jcmd, str(jvms[0]), "GC.run"], capture_output=True, timeout=60, check=True)
+        info = subprocess.run([jcmd, str(jvms[0]), "GC.heap_info"], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    used = re.search(r"used (\d+)K", info)
+    return int(used.group(1)) / 1024 if used else None
 
 
 def send_lines(bootstrap: str, topic: str, ips: int, rate: float, until: float,
@@ -129,20 +166,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.ips:,} IPs at {args.rate:g} lines/s for {args.duration:g} s "
               f"(an IP every {args.ips / args.rate:g} s)")
         print("| t (s) | lines sent | lines read | backlog | watermark | state rows | driver RSS MB "
-              "(Python + JVM) |")
-        print("|---:|---:|---:|---:|---|---:|---:|")
+              "(Python + JVM) | JVM live heap MB (after a full GC) |")
+        print("|---:|---:|---:|---:|---|---:|---:|---:|")
         while sender.is_alive():
             time.sleep(args.every)
             query = alerts_query()
             python_mb, jvm_mb = rss_mb(analyzer.pid)
-            sample = {"t": time.monotonic() - began, "sent": sent[0],
+            heap = live_heap_mb(analyzer.pid)
+            sample = {"heap": heap, "t": time.monotonic() - began, "sent": sent[0],
                       "read": query.get("rows_read_total", 0), "backlog": query.get("backlog"),
                       "watermark": query.get("watermark"), "state": query.get("state_rows", 0),
                       "rss": python_mb + jvm_mb, "python": python_mb, "jvm": jvm_mb}
             samples.append(sample)
             print(f"| {sample['t']:.0f} | {sample['sent']:,} | {sample['read']:,} | "
                   f"{sample['backlog']} | {sample['watermark']} | {sample['state']:,} | "
-                  f"{sample['rss']:.0f} ({python_mb:.0f} + {jvm_mb:.0f}) |", flush=True)
+                  f"{sample['rss']:.0f} ({python_mb:.0f} + {jvm_mb:.0f}) | "
+                  f"{'-' if heap is None else f'{heap:.0f}'} |", flush=True)
     finally:
         if analyzer.poll() is None:
             analyzer.send_signal(signal.SIGINT)
@@ -159,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plateau from t={first['t']:.0f} s to t={last['t']:.0f} s: state rows "
               f"{first['state']:,} -> {last['state']:,} (x{last['state'] / max(first['state'], 1):.2f}), "
               f"driver RSS {first['rss']:.0f} -> {last['rss']:.0f} MB "
-              f"(x{last['rss'] / first['rss']:.2f}); state rows min {min(s['state'] for s in plateau):,}"
+              f"(x{last['rss'] / first['rss']:.2f}), JVM live heap "
+              + (f"{first['heap']:.0f} -> {last['heap']:.0f} MB (x{last['heap'] / first['heap']:.2f}, "
+                 f"min {min(s['heap'] for s in plateau if s['heap']):.0f}, "
+                 f"max {max(s['heap'] for s in plateau if s['heap']):.0f})"
+                 if first["heap"] and last["heap"] else "-")
+              + f"; state rows min {min(s['state'] for s in plateau):,}"
               f" max {max(s['state'] for s in plateau):,}")
     print(f"analyzer log: {work / 'analyzer.log'}")
     return 0

@@ -44,9 +44,11 @@ BENCHMARKS = {
                             ["throughput", "--lines", "1000000"], True),
     "analyzer-latency": ("bench_finale_analyzer.py", ["latency", "--rate", "1000", "--duration", "90"],
                          ["latency", "--rate", "1000", "--duration", "240"], True),
-    "latency": ("bench_finale_latency.py", ["--rates", "1000,10000", "--triggers", "0 seconds,1 second",
-                                            "--duration", "30"],
-                ["--duration", "60"], True),
+    "latency": ("bench_finale_latency.py", ["--rates", "1000,10000",
+                                            "--triggers", "1 second,0 seconds,5 seconds",
+                                            "--duration", "40"],
+                ["--rates", "1000,10000", "--triggers", "1 second,0 seconds,500 milliseconds,5 seconds",
+                 "--duration", "120"], True),
     # Three pipeline-bench runs (local[1], local[2], a 2-worker standalone cluster). Each one's
     # pre-load, Spark start and warm-up dominate: 100,000 lines took 7.3 min at load 6-12, 30,000
     # lines 7.1 min at load 10 (2 cores), so the larger size, for steadier steady states.
