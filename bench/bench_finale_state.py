@@ -83,8 +83,13 @@ def live_heap_mb(pid: int) -> float | None:
 
     jcmd = shutil.which("jcmd") or (os.path.join(os.environ["JAVA_HOME"], "bin", "jcmd")
                                     if os.environ.get("JAVA_HOME") else None)
-    jvms = [child for child in descendants(pid)
-            if b"java" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]]
+    jvms = []
+    for child in descendants(pid):
+        try:  # a short-lived child (a Python worker) may be gone already
+            if b"java" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]:
+                jvms.append(child)
+        except OSError:
+            continue
     if not jcmd or not jvms:
         return None
     try:
