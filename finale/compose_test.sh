@@ -3,7 +3,8 @@
 #   1. from a clean state (own project name, volumes removed first), `up --build`;
 #   2. compose_check.py in the stack: every incident of the generator's truth file alerted, no
 #      alert outside them (the analyzer alerts while its windows are open);
-#   3. `down` + `up` (volumes kept): the analyzer resumes on its checkpoint (first batch id > 0)
+#   3. `down` + `up` (volumes kept): the analyzer resumes on its checkpoint (first batch id > 0,
+#      also when its stop left nothing to re-run and it waits for the generator's new lines)
 #      and reads new lines without an offset reset or data-loss warning;
 #   4. `down -v`, also on failure. Every container's log: .state/compose-test/<phase>.log
 # Env: KAFKA_HOST_PORT (default 29092, loopback only, so a stack or broker on 9092 is not hit),
@@ -33,7 +34,15 @@ wait_healthy() {  # service: until its container reports healthy
 analyzer_status() {  # the analyzer's status file, as its queries' last batch ids and input rows
   dc exec -T analyzer python -c 'import json
 queries = json.load(open("/tmp/analyzer-status.json"))["queries"]
-print(" ".join("%s:%s:%s" % (name, query["batch_id"], query["rows_read"]) for name, query in sorted(queries.items())))'
+print(" ".join("%s:%s:%s" % (name, query.get("batch_id"), query.get("rows_read")) for name, query in sorted(queries.items())))'
+}
+
+wait_batches() {  # until both queries have run a micro-batch (in this container)
+  local start=$SECONDS
+  until analyzer_status | grep -Eq '^alerts:[0-9]+:[0-9]+ dead-letters:[0-9]+:[0-9]+$'; do
+    [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "the analyzer ran no micro-batch after ${TIMEOUT} s"
+    sleep 2
+  done
 }
 
 finish() {
@@ -60,6 +69,8 @@ say "phase 2: down, then up on the same volumes"
 dc down 2>&1 | tail -n 1
 dc up --detach 2>&1 | tail -n 3
 wait_healthy analyzer
+# Healthy = queries started; the generator starts after that, and the first batches follow.
+wait_batches
 first=$(analyzer_status)
 say "analyzer resumed: $first (query:batch:lines)"
 case " $first" in *" alerts:0:"*|*" dead-letters:0:"*) fail "a query started again from batch 0: checkpoint lost" ;; esac
