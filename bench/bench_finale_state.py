@@ -38,29 +38,8 @@ from cli import DEFAULT_BOOTSTRAP  # noqa: E402
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(RSS of the process, RSS of its descendants) in MB, from /proc (0 for a process gone)."""
-    def own(current: int) -> float:
-        try:
-            return int(Path(f"/proc/{current}/statm").read_text().split()[1]) * PAGE / 1e6
-        except (FileNotFoundError, ProcessLookupError):
-            return 0.0
-
-    children, todo = 0.0, []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        todo += [int(c) for c in (task / "children").read_text().split()]
-    while todo:
-        current = todo.pop()
-        children += own(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return own(pid), children
-
-
 def descendants(pid: int) -> list[int]:
+    """The pids of every descendant of `pid` (from /proc; a process gone meanwhile is skipped)."""
     out, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -72,6 +51,17 @@ def descendants(pid: int) -> list[int]:
         except FileNotFoundError:
             continue
     return out
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(RSS of the process, RSS of its descendants) in MB, from /proc (0 for a process gone)."""
+    def own(current: int) -> float:
+        try:
+            return int(Path(f"/proc/{current}/statm").read_text().split()[1]) * PAGE / 1e6
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+
+    return own(pid), sum(own(child) for child in descendants(pid))
 
 
 def live_heap_mb(pid: int) -> float | None:

@@ -158,8 +158,8 @@ class AlertBatch:
         threshold_rows, version = self.thresholds.current(spark)
         # Persisted: every rule reads the batch, and without the cache each read would run the
         # stateful aggregation again. Each Spark job costs a fixed 10-100 ms here, whatever its
-        # size, so a batch runs as few as it can: one to compute the alerts (the aggregation
-        # included), one more to write them only when there are some. (The rows updated are in
+        # size, so a batch runs as few actions as it can: one to compute the alerts (the
+        # aggregation included), one more to write them only when there are some. (The rows updated are in
         # the query's progress, stateOperators.numRowsUpdated: no count of our own.)
         counts_batch = counts_batch.persist()
         try:
