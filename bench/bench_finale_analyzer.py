@@ -44,7 +44,10 @@ def create_topics(bootstrap: str, prefix: str) -> dict[str, str]:
     names = {role: f"{prefix}-{role}-{uuid.uuid4().hex[:6]}" for role in ("logs", "alerts", "dlq")}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-analyzer")
     try:
-        admin.create_topics([NewTopic(names["logs"], 3, 1), NewTopic(names["alerts"], 1, 1),
+        # As finale/local_kafka.TOPICS: the lines' record timestamps are the broker's clock.
+        admin.create_topics([NewTopic(names["logs"], 3, 1,
+                                      topic_configs={"message.timestamp.type": "LogAppendTime"}),
+                             NewTopic(names["alerts"], 1, 1),
                              NewTopic(names["dlq"], 1, 1)], wait_for_metadata=True)
     finally:
         admin.close()

@@ -67,9 +67,11 @@ DEFAULT_PORT = 9092
 STAMP = ".complete"
 FIX_FETCH = "run `make setup` (or `python finale/local_kafka.py fetch`)"
 
-# The project's topics: name -> (partitions, topic configs).
+# The project's topics: name -> (partitions, topic configs). http-logs records carry the broker's
+# clock (LogAppendTime), not the producer's: the analyzer's --max-future check compares each line's
+# date with its record's timestamp. (An existing topic keeps its type: ensure_topics only creates.)
 TOPICS = {
-    "http-logs": (3, {}),
+    "http-logs": (3, {"message.timestamp.type": "LogAppendTime"}),
     "alerts": (1, {"cleanup.policy": "compact"}),
     "http-logs-dlq": (1, {}),
 }

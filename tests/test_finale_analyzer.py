@@ -71,8 +71,9 @@ def new_topics(bootstrap, *names, partitions=3) -> list[str]:
     return unique
 
 
-def send(bootstrap, topic, lines, path=None) -> None:
-    """Lines -> topic, key = client IP (as the generator does); with `path`, through --replay."""
+def send(bootstrap, topic, lines, path=None, stamps=None) -> None:
+    """Lines -> topic, key = client IP (as the generator does); with `path`, through --replay;
+    with `stamps`, each record's Kafka timestamp (datetime, None: the producer's clock)."""
     if path is not None:
         path.write_bytes(b"".join(line + b"\n" for line in lines))
         assert generator.main(["--replay", str(path), "--rate", "1000000", "--compression", "none",
@@ -80,8 +81,9 @@ def send(bootstrap, topic, lines, path=None) -> None:
         return
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     try:
-        for line in lines:
-            producer.send(topic, key=line.split(b" ", 1)[0] or None, value=line)
+        for line, stamp in zip(lines, stamps or [None] * len(lines)):
+            producer.send(topic, key=line.split(b" ", 1)[0] or None, value=line,
+                          timestamp_ms=None if stamp is None else int(stamp.timestamp() * 1000))
         producer.flush()
     finally:
         producer.close()
@@ -358,6 +360,13 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
 
 FUTURE_LINE = b'10.6.6.6 - - [01/Jan/2099:00:00:00 +0000] "GET /socks HTTP/1.1" 200 512 "-" "clock/1"'
 BAD_TIMESTAMP_LINE = b'10.6.6.7 - - [31/Feb/2026:09:00:00 +0000] "GET /socks HTTP/1.1" 200 512'
+# Dated 08:00:00, in records stamped 5 min 1 s and 4 min 59 s earlier: --max-future (5 minutes) is
+# judged against the record's Kafka timestamp, not the analyzer's clock (days later, which would
+# let both through).
+STAMPED_LINES = [b'10.6.6.8 - - [28/Nov/2026:08:00:00 +0000] "GET /socks HTTP/1.1" 200 512',
+                 b'10.6.6.9 - - [28/Nov/2026:08:00:00 +0000] "GET /socks HTTP/1.1" 200 512']
+STAMPS = [datetime.fromisoformat("2026-11-28T07:54:59+00:00"),
+          datetime.fromisoformat("2026-11-28T07:55:01+00:00")]
 
 
 def start_with_status(writers, handler, spark, status_path, names=("dead-letters", "alerts")):
@@ -407,7 +416,7 @@ def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, t
     try:
         # The 2099 line in a micro-batch of its own: before the fix its watermark (2098-12-31T23:59:50)
         # applied to every later batch and all the traffic was dropped as late.
-        send(kafka, topic, [FUTURE_LINE, BAD_TIMESTAMP_LINE])
+        send(kafka, topic, [FUTURE_LINE, BAD_TIMESTAMP_LINE, *STAMPED_LINES], stamps=[None, None, *STAMPS])
         process(queries)
         send(kafka, topic, with_incidents)
         process(queries)
@@ -426,12 +435,14 @@ def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, t
                                   "source_partition": b"0", "source_offset": str(offset).encode(),
                                   "source_timestamp": str(sent[offset].timestamp).encode()})
         for offset, (line, reason) in enumerate([(FUTURE_LINE, b"future_timestamp"),
-                                                 (BAD_TIMESTAMP_LINE, b"bad_timestamp")])]
+                                                 (BAD_TIMESTAMP_LINE, b"bad_timestamp"),
+                                                 (STAMPED_LINES[0], b"future_timestamp")])]
     assert sent[0].key == b"10.6.6.6"
+    assert [record.timestamp for record in sent[2:4]] == [int(s.timestamp() * 1000) for s in STAMPS]
 
-    total = 2 + len(with_incidents) + len(late)
+    total = 4 + len(with_incidents) + len(late)
     dead = final_status(status_path, "dead-letters", rows_read_total=total)
-    assert (dead["dead_letters_total"], dead["future_timestamps_total"]) == (2, 1)
+    assert (dead["dead_letters_total"], dead["future_timestamps_total"]) == (3, 2)
     alerts = final_status(status_path, "alerts", rows_read_total=total)
     assert alerts["watermark"].startswith("2026-11-28T09:02:")
     # Late lines are counted, not dropped in silence: Spark's numRowsDroppedByWatermark counts

@@ -79,7 +79,7 @@ def test_topics_have_the_expected_configuration(kafka):
         described = {topic["name"]: len(topic["partitions"])
                      for topic in admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
         configs = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, ["cleanup.policy"])
+            [ConfigResource(ConfigResourceType.TOPIC, name, ["cleanup.policy", "message.timestamp.type"])
              for name in ("http-logs", "alerts", "http-logs-dlq")],
             config_filter="all")["topic"]
     finally:
@@ -87,6 +87,9 @@ def test_topics_have_the_expected_configuration(kafka):
     assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
     assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
         "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete"}
+    # The analyzer's --max-future check trusts the record timestamp: the broker's clock on http-logs.
+    assert {name: config["message.timestamp.type"]["value"] for name, config in configs.items()} == {
+        "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime"}
 
 
 @pytest.mark.skipif(EXTERNAL, reason="KAFKA_BOOTSTRAP_SERVERS points at another cluster")
