@@ -1,13 +1,15 @@
 """The analyzer's pipeline latency (statistical delay excluded) and CPU, per trigger interval and rate.
 
 Run (a broker first: python finale/local_kafka.py start):
-    python bench/bench_finale_latency.py [--rates 1000,10000] [--duration 40]
-        [--triggers "0 seconds,500 milliseconds,1 second,2 seconds"]
+    python bench/bench_finale_latency.py [--rates 1000,10000] [--duration 60]
+        [--triggers "0 seconds,500 milliseconds,1 second,2 seconds"] [--incident-every 2]
 
 For every rate and trigger: fresh topics, the analyzer script itself (finale/spark_streaming_analyzer.py,
 defaults except --trigger, earliest offsets, fresh checkpoint, default thresholds) is started and
 its first micro-batch (50 warm-up lines) awaited, so start-up is excluded; then the generator
-sends --rate lines/s in real time for --duration s, with an ip and a url incident; once the
+sends --rate lines/s in real time for --duration s, with an incident starting every
+--incident-every s and lasting --incident-length s (ip and url in turn, a different entity each
+time as far as the shop has them), so that a run has enough alerts for its p99; once the
 analyzer's status lines show every line through the alerts query, it is stopped with Ctrl-C. Then
 both topics are read back with their Kafka timestamps and, for every
 alert (first copy of each alert_id), the pipeline latency is computed as the issue defines it:
@@ -142,6 +144,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def incident_flags(duration: float, every: float, length: float) -> list[str]:
+    """--incident flags: one every `every` s from 2 s on, `length` s each, ip and url in turn."""
+    flags, start, kinds = [], 2.0, ("ip", "url")
+    while start + length <= duration:
+        flags += ["--incident", f"{kinds[len(flags) // 2 % 2]}@{start:g}+{length:g}"]
+        start += every
+    return flags
+
+
 def run(args, rate: float, trigger: str) -> dict:
     topics = create_topics(args.bootstrap_servers, "bench-latency")
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
@@ -162,13 +173,11 @@ def run(args, rate: float, trigger: str) -> dict:
                 raise RuntimeError(f"the analyzer did not start, see {log_path}")
             time.sleep(0.2)
         cpu_before, began = cpu_seconds(analyzer.pid), time.monotonic()
-        third = args.duration / 3
         generator = subprocess.run(
             [sys.executable, str(ROOT / "finale" / "log_generator.py"), "--seed", "5",
              "--rate", str(rate), "--duration", str(args.duration),
              "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
-             "--incident", f"ip@{third / 2:.0f}+{third:.0f}",
-             "--incident", f"url@{1.5 * third:.0f}+{third:.0f}"],
+             *incident_flags(args.duration, args.incident_every, args.incident_length)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if generator.returncode != 0:
             raise RuntimeError(f"generator failed: {generator.stderr.strip().splitlines()[-1:]}")
@@ -201,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="1000,10000", help="comma-separated lines/s to send")
     parser.add_argument("--triggers", default="0 seconds,500 milliseconds,1 second,2 seconds",
                         help="comma-separated analyzer --trigger values (the first is the baseline)")
-    parser.add_argument("--duration", type=float, default=40, help="seconds of traffic per run")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of traffic per run")
+    parser.add_argument("--incident-every", type=float, default=2,
+                        help="seconds between the starts of two incidents")
+    parser.add_argument("--incident-length", type=float, default=8, help="seconds an incident lasts")
     parser.add_argument("--master", default="local[2]", help="Spark master URL")
     args = parser.parse_args(argv)
     try:
@@ -211,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     triggers = [t.strip() for t in args.triggers.split(",") if t.strip()]
     if not rates or min(rates) <= 0 or not triggers or args.duration < 15:
         parser.error("need rates > 0, at least one trigger and --duration >= 15")
+    if not 0 < args.incident_length <= args.duration - 2 or args.incident_every <= 0:
+        parser.error("need 0 < --incident-length <= --duration - 2 and --incident-every > 0")
+    incidents = len(incident_flags(args.duration, args.incident_every, args.incident_length)) // 2
 
     import spark_streaming_analyzer as analyzer
 
@@ -218,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    print(f"load average {os.getloadavg()[0]:.2f} before; {args.duration:g} s of traffic per run\n")
+    print(f"load average {os.getloadavg()[0]:.2f} before; {args.duration:g} s of traffic per run, "
+          f"{incidents} incidents of {args.incident_length:g} s (one every {args.incident_every:g} s)\n")
     print("| rate lines/s (sent) | trigger | alerts | p50 s | p99 s | max s | p50 vs first trigger "
           "| analyzer CPU (cores) | load |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -44,17 +44,20 @@ BENCHMARKS = {
                             ["throughput", "--lines", "1000000"], True),
     "analyzer-latency": ("bench_finale_analyzer.py", ["latency", "--rate", "1000", "--duration", "90"],
                          ["latency", "--rate", "1000", "--duration", "240"], True),
+    "batch-cost": ("bench_finale_batch_cost.py", ["--lines", "30000", "--per-batch", "1500"],
+                   [], True),
+    # An incident every 2 s, 8 s each: about 100 alerts per run at 1,000 lines/s, for a p99.
     "latency": ("bench_finale_latency.py", ["--rates", "1000,10000",
                                             "--triggers", "1 second,0 seconds,5 seconds",
-                                            "--duration", "40"],
+                                            "--duration", "60", "--incident-every", "2"],
                 ["--rates", "1000,10000", "--triggers", "1 second,0 seconds,500 milliseconds,5 seconds",
-                 "--duration", "120"], True),
+                 "--duration", "180", "--incident-every", "2"], True),
     # Three pipeline-bench runs (local[1], local[2], a 2-worker standalone cluster). Each one's
     # pre-load, Spark start and warm-up dominate: 100,000 lines took 7.3 min at load 6-12, 30,000
     # lines 7.1 min at load 10 (2 cores), so the larger size, for steadier steady states.
     "scaling": ("bench_finale_scaling.py", ["--lines", "100000"], ["--lines", "1000000"], True),
 }
-MARKDOWN = {"parser-parts", "pipeline", "latency", "scaling"}
+MARKDOWN = {"parser-parts", "pipeline", "batch-cost", "latency", "scaling"}
 
 
 def load() -> str:

@@ -184,9 +184,10 @@ class AlertBatch:
         threshold_rows, version = self.thresholds.current(spark)
         # Persisted: every rule reads the batch, and without the cache each read would run the
         # stateful aggregation again. Each Spark job costs a fixed 10-100 ms here, whatever its
-        # size, so a batch runs as few actions as it can: one to compute the alerts (the
-        # aggregation included), one more to write them only when there are some. (The rows updated are in
-        # the query's progress, stateOperators.numRowsUpdated: no count of our own.)
+        # size, so a batch runs two: the sink's, which computes the alerts (the aggregation
+        # included) and writes them, then a count of the cached alerts for the status line. In
+        # that order, an alert reaches Kafka one job earlier than with count-then-write.
+        # (The rows updated are in the query's progress, stateOperators.numRowsUpdated.)
         counts_batch = counts_batch.persist()
         try:
             if self.counts_sink is not None:
@@ -197,9 +198,8 @@ class AlertBatch:
                 .persist()
             )
             try:
+                self.alert_sink(fired, batch_id)
                 out = fired.count()
-                if out:
-                    self.alert_sink(fired, batch_id)
             finally:
                 fired.unpersist()
         finally:
@@ -212,13 +212,14 @@ class AlertBatch:
 def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink: BatchSink,
                   checkpoint: Path, trigger: dict, settings: Settings = Settings(),
                   counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
+                  dead_letter_trigger: dict | None = None,
                   ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
     """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert handler.
 
     `source`: a streaming frame with a `value` column (Kafka records, or a memory/rate source in
     tests). Sinks are foreachBatch functions; `trigger` is passed to DataStreamWriter.trigger
-    (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}); each query checkpoints in
-    its own sub-folder of `checkpoint`.
+    (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}), `dead_letter_trigger` the
+    dead-letter query's if it differs; each query checkpoints in its own sub-folder of `checkpoint`.
     """
     parsed = parse_access_log(log_lines(source))
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
@@ -230,7 +231,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
         .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)
-        .trigger(**trigger)
+        .trigger(**(dead_letter_trigger or trigger))
         .option("checkpointLocation", str(Path(checkpoint) / "dead-letters"))
     )
     counts = entity_window_counts(
@@ -279,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trigger", default="1 second",
         help="micro-batch interval (Spark interval), or 'available-now': process what is in the "
              "topic and exit ('5 seconds': half the CPU, about 3 s more latency)")
+    # Dead letters are for a person to read later; each of their batches takes a core for a few
+    # hundred ms from the alerts query: at 1,000 lines/s, 10 s instead of 1 s brought the alert
+    # latency's p50 from ... (finale/README.md, "Performance").
+    add("--dead-letter-trigger", default="10 seconds",
+        help="micro-batch interval of the dead-letter query (Spark interval); with --trigger "
+             "available-now both queries process what is in the topic and exit")
     add("--min-requests", type=int, default=Settings.min_requests,
         help="fewest requests in a window for it to alert")
     add("--min-errors", type=int, default=Settings.min_errors,
@@ -296,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
              f"valid (unset: {DEFAULT_THRESHOLDS.relative_to(DEFAULT_THRESHOLDS.parents[2])} if it "
              f"exists, else the documented defaults)")
     add("--max-future", default=Settings.max_future,
-        help="a line dated more than this after the analyzer's clock is a dead letter "
-             "(future_timestamp), never counted (Spark interval)")
+        help="a line dated more than this after its Kafka record's timestamp (on http-logs: when "
+             "the broker stored it) is a dead letter (future_timestamp), never counted (Spark interval)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
         help="checkpoint folder, one sub-folder per query")
     add("--status-file", type=Path, default=DEFAULT_STATUS,
@@ -318,6 +325,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.trigger != "available-now" and not is_interval(args.trigger):
         parser.error(f"--trigger must be a Spark interval like '5 seconds' or 'available-now', "
                      f"got {args.trigger!r}")
+    if not is_interval(args.dead_letter_trigger):
+        parser.error(f"--dead-letter-trigger must be a Spark interval like '10 seconds', "
+                     f"got {args.dead_letter_trigger!r}")
     window, slide = duration_seconds(args.window), duration_seconds(args.slide)
     if window <= 0 or slide <= 0 or slide > window:
         parser.error(f"need 0 < --slide <= --window, got {args.slide!r} and {args.window!r}")
@@ -393,6 +403,7 @@ def build_spark(master: str, jars: list[str],
         .appName("chaussettes-finale-analyzer")
         .config("spark.jars", ",".join(jars))
         .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.codegen.cache.maxEntries", "1000")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.ui.showConsoleProgress", "false")
@@ -432,6 +443,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
+    dead_letter_trigger = ({"availableNow": True} if args.trigger == "available-now"
+                           else {"processingTime": args.dead_letter_trigger})
     try:
         spark = build_spark(args.master, jars, spark_security.properties_from_args(args))
     except spark_security.SecurityError as error:
@@ -446,14 +459,16 @@ def run(args: argparse.Namespace) -> int:
         alert_sink=kafka_sink(args.bootstrap_servers, args.alerts_topic, alert_records),
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
-        checkpoint=args.checkpoint, trigger=trigger, settings=settings, log=log)
+        checkpoint=args.checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
+        settings=settings, log=log)
     listener = make_status_listener(handler.stats, StatusFile(args.status_file), log,
                                     handler.thresholds)
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
         f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
-        f"watermark {args.watermark}, max future {args.max_future}, trigger {args.trigger}, thresholds {args.thresholds}"
+        f"watermark {args.watermark}, max future {args.max_future}, trigger {args.trigger}"
+        f"{'' if args.trigger == 'available-now' else f' (dead letters {args.dead_letter_trigger})'}, thresholds {args.thresholds}"
         f"{'' if args.thresholds.exists() else ' (absent: defaults)'}, checkpoint {args.checkpoint}")
     # Ctrl-C / SIGTERM only set a flag: PySpark's own SIGINT handler raises KeyboardInterrupt in
     # the middle of a py4j call, which leaves tracebacks and a half-closed gateway behind.
