@@ -9,7 +9,7 @@ throughput: --lines lines of generated traffic (finale/log_generator.py --histor
   topic; then the analyzer's two queries (dead letters + alerts, Kafka sinks, default window, slide,
   watermark and thresholds) process the whole topic with an available-now trigger. Prints the
   wall time from the queries' start to the end of both, and lines/s (lines / that time).
-latency: the analyzer script runs live (its defaults: 5 s trigger; earliest offsets of a fresh topic), the
+latency: the analyzer script runs live (its defaults: 1 s trigger; earliest offsets of a fresh topic), the
   generator sends --rate lines/s in real time with an incident every 40 s (ip, url, alternately),
   and a consumer of the alerts topic notes, for every incident, the first alert for its entity.
   Latency = Kafka timestamp of that alert - the incident's start (log time = wall time here).

@@ -5,7 +5,7 @@ Run (a broker first: python finale/local_kafka.py start):
         [--triggers "0 seconds,500 milliseconds,1 second,2 seconds"] [--incident-every 2]
 
 For every rate and trigger: fresh topics, the analyzer script itself (finale/spark_streaming_analyzer.py,
-defaults except --trigger, earliest offsets, fresh checkpoint, default thresholds) is started and
+defaults except --trigger and --no-inhibit, earliest offsets, fresh checkpoint, default thresholds) is started and
 its first micro-batch (50 warm-up lines) awaited, so start-up is excluded; then the generator
 sends --rate lines/s in real time for --duration s, with an incident starting every
 --incident-every s and lasting --incident-length s (ip and url in turn, a different entity each
@@ -159,7 +159,9 @@ def run(args, rate: float, trigger: str) -> dict:
     log_path = work / "analyzer.log"
     analyzer = None
     try:
-        analyzer = start_analyzer_script(args, topics, work, "--trigger", trigger)
+        # --no-inhibit: inhibition holds an ip/url alert back while its window's global alert
+        # fires, and lets it out if the global one stops: a rule's decision, not pipeline delay.
+        analyzer = start_analyzer_script(args, topics, work, "--trigger", trigger, "--no-inhibit")
         # A first micro-batch needs data: a few warm-up lines, so start-up is over before the clock.
         warm_up = subprocess.run(
             [sys.executable, str(ROOT / "finale" / "log_generator.py"), "--seed", "4", "--count",

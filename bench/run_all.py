@@ -46,10 +46,10 @@ BENCHMARKS = {
                          ["latency", "--rate", "1000", "--duration", "240"], True),
     "batch-cost": ("bench_finale_batch_cost.py", ["--lines", "30000", "--per-batch", "1500"],
                    [], True),
-    # An incident every 2 s, 8 s each: about 100 alerts per run at 1,000 lines/s, for a p99.
+    # An incident every 2 s, 8 s each: about 100 alerts per 90 s run at 1,000 lines/s, for a p99.
     "latency": ("bench_finale_latency.py", ["--rates", "1000,10000",
                                             "--triggers", "1 second,0 seconds,5 seconds",
-                                            "--duration", "60", "--incident-every", "2"],
+                                            "--duration", "90", "--incident-every", "2"],
                 ["--rates", "1000,10000", "--triggers", "1 second,0 seconds,500 milliseconds,5 seconds",
                  "--duration", "180", "--incident-every", "2"], True),
     # Three pipeline-bench runs (local[1], local[2], a 2-worker standalone cluster). Each one's

@@ -538,6 +538,13 @@ def test_cli_one_line_errors(kafka, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "spark_streaming_analyzer.py: error: --window must be a Spark interval like '30 seconds', "
         "got '30s'"]
+    with pytest.raises(SystemExit) as bad_trigger:
+        analyzer.main(["--dead-letter-trigger", "10"])
+    assert bad_trigger.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "spark_streaming_analyzer.py: error: --dead-letter-trigger must be a Spark interval like "
+        "'10 seconds', got '10'"]
+    assert analyzer.parse_args([]).dead_letter_trigger == "10 seconds"
 
     missing = f"test-analyzer-absent-{uuid.uuid4().hex[:8]}"
     assert analyzer.main(["--bootstrap-servers", kafka, "--topic", missing]) == 1
