@@ -37,7 +37,7 @@ test-fast: $(VENV)/.installed
 demo: setup
 	@$(PY) finale/demo.py --duration $(DURATION)
 
-# Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 20 minutes on 2 idle cores, on a
+# Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a
 # private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.
 bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run_all.py $(BENCH_ARGS)

@@ -71,6 +71,34 @@ def run_generator(*flags: str) -> None:
         raise SystemExit(f"error: generator failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
+def preload(bootstrap: str, topic: str, lines: int, work: Path, *incidents: str) -> None:
+    """`lines` generated lines (1,000 lines/s of log time from 2026-11-28T09:00:00Z, --incident
+    flags `incidents`) into `topic`, sent unpaced without compression (through a file in `work`)."""
+    history = Path(work) / "history.log"
+    run_generator("--history", repr(lines / 1000 / 3600), "--rate", "1000",
+                  "--start-time", "2026-11-28T09:00:00Z", "--output", str(history), *incidents)
+    run_generator("--replay", str(history), "--rate", "1e9", "--compression", "none",
+                  "--bootstrap-servers", bootstrap, "--topic", topic)
+
+
+def broker_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its doc's first line, defaults in --help, --bootstrap-servers."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
+                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    return parser
+
+
+def chosen_cases(parser: argparse.ArgumentParser, text: str, known: tuple[str, ...]) -> list[str]:
+    """The comma-separated case names of `text`; an unknown one is an argparse error."""
+    cases = [case.strip() for case in text.split(",") if case.strip()]
+    unknown = [case for case in cases if case not in known]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return cases
+
+
 def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str) -> subprocess.Popen:
     """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint, the
     documented default thresholds written to `work`, --master args.master) + `flags`; its output

@@ -26,7 +26,6 @@ comes first (JIT, class loading).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -37,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import create_topics, delete_topics, run_generator  # noqa: E402
+from bench_finale_analyzer import (broker_parser, chosen_cases, create_topics,  # noqa: E402
+                                   delete_topics, preload)
 
 ALL_CASES = ("read", "dead-letters", "alerts", "both", "dead-letters-before", "alerts-before")
 PARTS = ("latestOffset", "queryPlanning", "addBatch", "walCommit", "commitOffsets")
@@ -131,11 +131,7 @@ def run_case(case, spark, args, topics, work, counter) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--bootstrap-servers",
-                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser = broker_parser(__doc__)
     parser.add_argument("--lines", type=int, default=30_000, help="lines pre-loaded")
     parser.add_argument("--per-batch", type=int, default=1_500,
                         help="maxOffsetsPerTrigger: lines per micro-batch")
@@ -143,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated cases, in order: " + ", ".join(ALL_CASES))
     parser.add_argument("--master", default="local[2]", help="Spark master URL")
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in ALL_CASES]
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(ALL_CASES)}")
+    cases = chosen_cases(parser, args.cases, ALL_CASES)
     if args.per_batch < 100 or args.lines < 5 * args.per_batch:
         parser.error("need --per-batch >= 100 and --lines >= 5 x --per-batch (5 batches or more)")
 
@@ -163,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     results, spark = {}, None
     try:
         with tempfile.TemporaryDirectory() as work:
-            history = Path(work) / "history.log"
-            run_generator("--history", repr(args.lines / 1000 / 3600), "--rate", "1000",
-                          "--start-time", "2026-11-28T09:00:00Z", "--output", str(history),
-                          "--incident", "ip@5+10")
-            run_generator("--replay", str(history), "--rate", "1e9", "--compression", "none",
-                          "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"])
+            preload(args.bootstrap_servers, topics["logs"], args.lines, work, "--incident", "ip@5+10")
             spark = analyzer.build_spark(args.master, jars)
             spark.sparkContext.setLogLevel("ERROR")
             counter = CompileCounter(spark)

@@ -22,7 +22,6 @@ during the traffic, from /proc: the Python driver and its JVM), and p50 as a rat
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -39,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (create_topics, delete_topics,  # noqa: E402
-                                   start_analyzer_script)
+from bench_finale_analyzer import (broker_parser, create_topics,  # noqa: E402
+                                   delete_topics, start_analyzer_script)
 
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:\S+ (\S+?)(?: \S+)?|[^"]*)" (\d{3}) ')
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -204,11 +203,7 @@ def run(args, rate: float, trigger: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--bootstrap-servers",
-                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser = broker_parser(__doc__)
     parser.add_argument("--rates", default="1000,10000", help="comma-separated lines/s to send")
     parser.add_argument("--triggers", default="0 seconds,500 milliseconds,1 second,2 seconds",
                         help="comma-separated analyzer --trigger values (the first is the baseline)")

@@ -33,7 +33,6 @@ Topics are deleted at the end; checkpoints go to a temporary folder.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -45,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import create_topics, delete_topics, run_generator  # noqa: E402
+from bench_finale_analyzer import (broker_parser, chosen_cases, create_topics,  # noqa: E402
+                                   delete_topics, preload)
 
 ALL_CASES = ("read", "parse", "parse-lite", "counts", "counts-rocksdb", "counts-shuffle1",
              "counts-shuffle4", "counts-batch-count", "analyzer", "alerts-only", "analyzer-1batch",
@@ -287,11 +287,7 @@ def ratio(value, base):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--bootstrap-servers",
-                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-                        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser = broker_parser(__doc__)
     parser.add_argument("--lines", type=int, default=300_000, help="lines pre-loaded (issue: 1000000)")
     parser.add_argument("--batches", type=int, default=5,
                         help="micro-batches per case (maxOffsetsPerTrigger = lines / batches)")
@@ -301,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="realtime-dlq: how long the real-time query runs")
     parser.add_argument("--master", default="local[2]", help="Spark master URL")
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in ALL_CASES]
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(ALL_CASES)}")
+    cases = chosen_cases(parser, args.cases, ALL_CASES)
     if args.lines < 1000 or not 2 <= args.batches <= 100 or args.realtime_seconds <= 0:
         parser.error("need --lines >= 1000, 2 <= --batches <= 100 and --realtime-seconds > 0")
 
@@ -322,13 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = None
     try:
         with tempfile.TemporaryDirectory() as work:
-            history = Path(work) / "history.log"
-            run_generator("--history", repr(args.lines / 1000 / 3600), "--rate", "1000",
-                          "--start-time", "2026-11-28T09:00:00Z", "--output", str(history),
-                          "--incident", "ip@60+30", "--incident", "url@120+30",
-                          "--incident", "global@170+10")
-            run_generator("--replay", str(history), "--rate", "1e9", "--compression", "none",
-                          "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"])
+            preload(args.bootstrap_servers, topics["logs"], args.lines, work, "--incident",
+                    "ip@60+30", "--incident", "url@120+30", "--incident", "global@170+10")
             spark = analyzer.build_spark(args.master, jars)
             spark.sparkContext.setLogLevel("ERROR")
             began = time.monotonic()

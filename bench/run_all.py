@@ -5,7 +5,7 @@ Run:
 
 Starts a private Kafka broker (finale/local_kafka.py, on a free port, state in .state/bench-kafka)
 unless --bootstrap-servers names one, runs each benchmark script in a subprocess with the sizes
-below (about 20 minutes in all on 2 idle cores; --full: the issue's 1,000,000 lines where a script takes
+below (about 27 minutes in all on 2 idle cores; --full: the issue's 1,000,000 lines where a script takes
 a line count), and writes bench/RESULTS.md: the date, the machine (cores, load average before and
 after the whole run and around each benchmark), then each script's command, duration and output.
 Every script prints its figures with the baseline or ceiling it measured in the same run and the

@@ -275,11 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--slide", default=Settings.slide, help="sliding window step (Spark interval)")
     add("--watermark", default=Settings.watermark,
         help="how late (event time) a line may arrive and still be counted")
-    # 1 second: half the alert latency of 5 seconds at 1,000 lines/s (p50 3.2 s against 6.2 s,
-    # bench/bench_finale_latency.py) for twice the CPU; finale/README.md, "Performance".
+    # 1 second: a quarter of the alert latency of 5 seconds at 1,000 lines/s (p50 1.2 s against
+    # 4.5 s, bench/bench_finale_latency.py) for 2.4 times the CPU; `0 seconds` is no faster.
+    # finale/README.md, "Performance".
     add("--trigger", default="1 second",
-        help="micro-batch interval (Spark interval), or 'available-now': process what is in the "
-             "topic and exit ('5 seconds': half the CPU, about 3 s more latency)")
+        help="micro-batch interval of the alerts query (Spark interval), or 'available-now': both "
+             "queries process what is in the topic and exit ('5 seconds': less than half the CPU, "
+             "about 3.4 s more latency)")
     # Dead letters are for a person to read later; each of their batches takes a core for a few
     # hundred ms from the alerts query: at 1,000 lines/s, 10 s instead of 1 s brought the alert
     # latency's p50 from 3.1 s to 1.7 s (bench_finale_latency.py; finale/README.md, "Performance").
