@@ -65,6 +65,19 @@ def load() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
+def merge_partial(earlier: str, header: str, sections: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A partial run (--only) into an existing results file: its sections replace theirs, the
+    others stay with their own commands and loads, and the earlier header stays on top with a line
+    saying what this run replaced (its own header line, turned into that sentence)."""
+    head, *parts = earlier.split("\n## ")
+    kept = {part.split("\n", 1)[0].strip(): "## " + part.rstrip() + "\n" for part in parts}
+    merged = {**{n: kept[n] for n in BENCHMARKS if n in kept}, **sections}
+    run_line = header.split("\n\n", 1)[1].split(". The machine is shared")[0]
+    header = (head.rstrip("\n") + f"\n\nThen {run_line}; it replaced the section(s) "
+              f"{', '.join(sections)}.\n")
+    return header, {n: merged[n] for n in BENCHMARKS if n in merged}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -132,21 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         if started_broker is not None:
             local_kafka.stop(state_dir=started_broker, log=lambda message: print(message, flush=True))
     total = time.monotonic() - began_all
-    header = (f"# Benchmark results\n\n`make bench{' BENCH_ARGS=--full' if args.full else ''}` on "
+    flags = " ".join(["--full"] * args.full + [f"--only {','.join(names)}"] * bool(args.only))
+    command = f"make bench BENCH_ARGS='{flags}'" if flags else "make bench"
+    header = (f"# Benchmark results\n\n`{command}` on "
               f"{stamp}: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()} "
               f"{platform.release()}), Python {platform.python_version()}; load average 1/5/15 min "
               f"{load_before} before, {load()} after; {total / 60:.1f} min in all. The machine is "
               "shared: compare each figure with the baseline measured in the same run (the "
               "ratios), not absolute figures across runs.\n")
     if args.only and args.output.exists():
-        # A partial run replaces its own sections and keeps the others (with their own loads).
-        kept = {}
-        for part in args.output.read_text().split("\n## ")[1:]:
-            kept[part.split("\n", 1)[0].strip()] = "## " + part.rstrip() + "\n"
-        sections = {**{n: kept[n] for n in BENCHMARKS if n in kept}, **sections}
-        sections = {n: sections[n] for n in BENCHMARKS if n in sections}
-        header = (header.rstrip("\n") + f" Partial run (--only {args.only}): the other sections "
-                  "come from an earlier run.\n")
+        header, sections = merge_partial(args.output.read_text(), header, sections)
     args.output.write_text(header + "\n" + "\n".join(sections.values()))
     print(f"wrote {args.output} ({total / 60:.1f} min)")
     if failed:

@@ -95,9 +95,9 @@ def record_clock(source: DataFrame) -> Column:
     by default). Either way it is a column, not the batch's clock: a line is judged the same way by
     both queries and by every replay of the topic, and the generated code stays the same from batch
     to batch. current_timestamp() is a different constant in each batch that Spark writes into the
-    generated Java as a literal, so each batch compiled its code again: 46 compilations in 21
-    dead-letter batches against 4 with the column, each batch 19% faster (finale/README.md,
-    "Performance")."""
+    generated Java as a literal, so each batch compiled its code again: 2 compilations a batch in
+    the dead-letter query, none with the column, 485 -> 422 ms a 1,500-line batch
+    (bench/bench_finale_batch_cost.py; finale/README.md, "Performance")."""
     return F.col("kafka_timestamp") if "timestamp" in source.columns else F.current_timestamp()
 
 
@@ -162,8 +162,8 @@ def emitted_at() -> Column:
     """The driver's clock now, as the text to_json writes for a timestamp (UTC, milliseconds).
 
     Text, not current_timestamp(): Spark writes a timestamp constant into the generated Java as a
-    literal, so a new one each batch meant compiling the alert batch's code again (3 compilations a
-    batch); a string constant is passed to the code by reference (finale/README.md, "Performance")."""
+    literal, so a new one each batch meant compiling part of the alert batch's code again; a string
+    constant is passed to the code by reference (finale/README.md, "Performance")."""
     now = datetime.now(timezone.utc)
     return F.lit(now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z")
 
@@ -405,6 +405,8 @@ def build_spark(master: str, jars: list[str],
         .appName("chaussettes-finale-analyzer")
         .config("spark.jars", ",".join(jars))
         .config("spark.sql.shuffle.partitions", "2")
+        # Generated classes kept for reuse (default 100): in a session running both queries and
+        # other work, 100 was seen evicting and compiling 8 classes again at every batch.
         .config("spark.sql.codegen.cache.maxEntries", "1000")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
