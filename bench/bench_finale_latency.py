@@ -17,8 +17,9 @@ alert Kafka timestamp - Kafka timestamp of the line that made the window fire, i
 (in Kafka time) after which the window's running counts for that entity met the alert condition
 (requests >= 5, errors >= 3, Wilson lower bound at z = 3 > the alert's threshold: rules.alerts).
 Prints one markdown row per run: alerts, p50, p99, max latency, the analyzer's CPU (cores busy
-during the traffic, from /proc: the Python driver and its JVM), and p50 as a ratio to the
-`0 seconds` trigger at the same rate (the baseline of the same run).
+during the traffic, from /proc: the Python driver and its JVM), and p50 as a ratio to the first
+trigger of --triggers at the same rate (the baseline of the same run). The line timestamps are the
+broker's (the topic is LogAppendTime, as http-logs): when each line was written to Kafka.
 """
 from __future__ import annotations
 
