@@ -81,6 +81,20 @@ def preload(bootstrap: str, topic: str, lines: int, work: Path, *incidents: str)
                   "--bootstrap-servers", bootstrap, "--topic", topic)
 
 
+def connector_jars(bootstrap: str) -> list[str] | None:
+    """The Spark Kafka connector's jars (fetched once), or None after a one-line error on stderr
+    if no broker answers at `bootstrap`."""
+    import local_kafka
+    import spark_streaming_analyzer as analyzer
+
+    jars = local_kafka.ensure_connector()
+    problem = analyzer.check_kafka(bootstrap, [])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
+    return jars
+
+
 def broker_parser(doc: str) -> argparse.ArgumentParser:
     """A benchmark's argument parser: its doc's first line, defaults in --help, --bootstrap-servers."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0],
@@ -252,13 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 1 or args.rate <= 0 or args.duration < 90:
         parser.error("need --lines >= 1, --rate > 0 and --duration >= 90")
 
-    import local_kafka
     import spark_streaming_analyzer as analyzer
 
-    jars = local_kafka.ensure_connector()
-    problem = analyzer.check_kafka(args.bootstrap_servers, [])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    jars = connector_jars(args.bootstrap_servers)
+    if jars is None:
         return 1
     if args.mode == "latency":  # runs the analyzer script itself: no Spark session here
         try:

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, create_topics,  # noqa: E402
-                                   delete_topics, preload)
+from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,  # noqa: E402
+                                   create_topics, delete_topics, preload)
 
 ALL_CASES = ("read", "dead-letters", "alerts", "both", "dead-letters-before", "alerts-before")
 PARTS = ("latestOffset", "queryPlanning", "addBatch", "walCommit", "commitOffsets")
@@ -143,13 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_batch < 100 or args.lines < 5 * args.per_batch:
         parser.error("need --per-batch >= 100 and --lines >= 5 x --per-batch (5 batches or more)")
 
-    import local_kafka
     import spark_streaming_analyzer as analyzer
 
-    jars = local_kafka.ensure_connector()
-    problem = analyzer.check_kafka(args.bootstrap_servers, [])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    jars = connector_jars(args.bootstrap_servers)
+    if jars is None:
         return 1
     load_before = os.getloadavg()[0]
     topics = create_topics(args.bootstrap_servers, "bench-batch-cost")

@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "finale"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, create_topics,  # noqa: E402
-                                   delete_topics, preload)
+from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,  # noqa: E402
+                                   create_topics, delete_topics, preload)
 
 ALL_CASES = ("read", "parse", "parse-lite", "counts", "counts-lite", "counts-rocksdb",
              "counts-shuffle1", "counts-shuffle4", "counts-batch-count", "analyzer", "alerts-only",
@@ -116,8 +116,8 @@ class SingleQueryBatch:
     the alert batch on the windows the batch updated. Not durable across restarts as written
     (the merged counts would have to be written next to the checkpoint): it measures the gain."""
 
-    def __init__(self, analyzer, settings, alert_sink, dead_letter_sink, log):
-        self.analyzer, self.settings = analyzer, settings
+    def __init__(self, analyzer, settings, alert_sink, dead_letter_sink, log, clock):
+        self.analyzer, self.settings, self.clock = analyzer, settings, clock
         self.alert_batch = analyzer.AlertBatch(settings, alert_sink, None, log)
         self.dead_letter_sink = dead_letter_sink
         self.state = None
@@ -129,7 +129,7 @@ class SingleQueryBatch:
 
         batch = batch.persist()
         try:
-            self.dead_letter_sink(self.analyzer.dead_letters(batch), batch_id)
+            self.dead_letter_sink(self.analyzer.dead_letters(batch, self.clock), batch_id)
             partial = entity_window_counts(batch, self.settings.window, self.settings.slide)
             keys = ["window_start", "window_end", "entity_type", "entity"]
             latest = batch.agg(F.max("event_time")).first()[0]
@@ -230,7 +230,8 @@ def run_case(case, spark, args, topics, work):
             trigger=trigger, settings=settings, log=lambda message: None)
         writers = [built["alerts"]] if case == "alerts-only" else list(built.values())
     elif case == "single-query":
-        handler = SingleQueryBatch(analyzer, settings, alert_sink, dead_letter_sink, lambda m: None)
+        handler = SingleQueryBatch(analyzer, settings, alert_sink, dead_letter_sink, lambda m: None,
+                                   analyzer.record_clock(source))
         writers = [parse_access_log(lines).writeStream.queryName("single").foreachBatch(handler)
                    .trigger(**trigger).option("checkpointLocation", str(checkpoint / "single"))]
     elif case == "realtime-dlq":
@@ -259,7 +260,8 @@ def realtime_case(spark, args, topics, checkpoint):
 
     source = analyzer.kafka_source(spark, args.bootstrap_servers, topics["logs"], "earliest", None)
     dead = analyzer.dead_letter_records(
-        analyzer.dead_letters(parse_access_log(analyzer.log_lines(source))), topics["logs"])
+        analyzer.dead_letters(parse_access_log(analyzer.log_lines(source)),
+                              analyzer.record_clock(source)), topics["logs"])
     try:
         query = (dead.writeStream.queryName("realtime-dlq").format("kafka")
                  .option("kafka.bootstrap.servers", args.bootstrap_servers)
@@ -303,13 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 1000 or not 2 <= args.batches <= 100 or args.realtime_seconds <= 0:
         parser.error("need --lines >= 1000, 2 <= --batches <= 100 and --realtime-seconds > 0")
 
-    import local_kafka
     import spark_streaming_analyzer as analyzer
 
-    jars = local_kafka.ensure_connector()
-    problem = analyzer.check_kafka(args.bootstrap_servers, [])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    jars = connector_jars(args.bootstrap_servers)
+    if jars is None:
         return 1
     load_before = os.getloadavg()
     topics = create_topics(args.bootstrap_servers, "bench-pipeline")

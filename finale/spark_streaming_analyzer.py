@@ -101,25 +101,21 @@ def record_clock(source: DataFrame) -> Column:
     return F.col("kafka_timestamp") if "timestamp" in source.columns else F.current_timestamp()
 
 
-def in_the_future(max_future_s: float = MAX_FUTURE_S, clock: Column | None = None) -> Column:
-    """True for a parsed line dated more than max_future_s after `clock` (record_clock; default the
-    micro-batch's time, current_timestamp(), one value per batch in a streaming query)."""
-    now = F.current_timestamp() if clock is None else clock
-    return F.col("event_time") > now + F.make_dt_interval(secs=F.lit(max_future_s).cast("decimal(18,6)"))
+def in_the_future(clock: Column, max_future_s: float = MAX_FUTURE_S) -> Column:
+    """True for a parsed line dated more than max_future_s after `clock` (record_clock's)."""
+    return F.col("event_time") > clock + F.make_dt_interval(secs=F.lit(max_future_s).cast("decimal(18,6)"))
 
 
-def valid_lines(parsed: DataFrame, max_future_s: float = MAX_FUTURE_S,
-                clock: Column | None = None) -> DataFrame:
+def valid_lines(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
     """The lines the windows count: parsed, and not dated beyond the future tolerance (one such
     line would push the watermark past every real line and silence alerting)."""
-    return parsed.where(~F.col("malformed") & ~in_the_future(max_future_s, clock))
+    return parsed.where(~F.col("malformed") & ~in_the_future(clock, max_future_s))
 
 
-def dead_letters(parsed: DataFrame, max_future_s: float = MAX_FUTURE_S,
-                 clock: Column | None = None) -> DataFrame:
+def dead_letters(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
     """The rows of parse_access_log's output that valid_lines (same `clock`) leaves out: the original
     line, why (`reason`, one of the constants above) and the record's KAFKA_METADATA columns if present."""
-    future = ~F.col("malformed") & in_the_future(max_future_s, clock)
+    future = ~F.col("malformed") & in_the_future(clock, max_future_s)
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
     return (
         parsed
@@ -224,7 +220,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     parsed = parse_access_log(log_lines(source))
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
     dead_letter_writer = (
-        dead_letters(parsed, max_future_s, clock)
+        dead_letters(parsed, clock, max_future_s)
         # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
         .observe("dead_letters", F.count(F.lit(1)).alias("count"),
                  F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"))
@@ -236,7 +232,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     )
     counts = entity_window_counts(
         # Filtered before the watermark: a far-future line must never advance it.
-        valid_lines(parsed, max_future_s, clock).withWatermark("event_time", settings.watermark),
+        valid_lines(parsed, clock, max_future_s).withWatermark("event_time", settings.watermark),
         settings.window, settings.slide)
     handler = AlertBatch(settings, alert_sink, counts_sink, log)
     alert_writer = (
