@@ -1,11 +1,12 @@
 # Chaussettes.io: `make demo` runs the pipeline, `make test` runs the tests.
-# Both set everything up first (a .venv with the pinned requirements, the jars); nothing else to install.
+# Both set everything up first (a .venv with the project and its pinned dependencies, the jars);
+# nothing else to install.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs test test-fast demo bench clean secret compose-test
+.PHONY: setup jars prereqs lint test test-fast demo bench clean secret compose-test
 
 setup: $(VENV)/.installed jars
 
@@ -19,44 +20,49 @@ prereqs:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is needed and 'java' is not on the PATH (install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "error: Java 17+ is needed, found " $$2 " (set JAVA_HOME / PATH to a JDK 17+)" > "/dev/stderr"; exit 1 } }'
 
-# The stamp depends on both requirements files (runtime, then test tools), so a changed pin
-# reinstalls and an unchanged one is a no-op.
-$(VENV)/.installed: requirements.txt requirements-dev.txt | prereqs
+# The project in editable mode with its dev extra (pyproject.toml): finale.* imports from anywhere,
+# and a code change needs no reinstall. The stamp depends on pyproject.toml: a changed pin
+# reinstalls, an unchanged one is a no-op.
+$(VENV)/.installed: pyproject.toml | prereqs
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
 
 # The pure tests only: no broker, no Spark, nothing slow (markers in pytest.ini); seconds, not minutes.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed lint
 	$(PY) -m pytest -m "not kafka and not spark and not slow"
 
-# The final stage end to end (finale/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
+# ruff, configured in pyproject.toml: the whole tree (the three stages, tests, bench).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# The final stage end to end (finale/tools/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
 demo: setup
-	@$(PY) finale/demo.py --duration $(DURATION)
+	@$(PY) -m finale.tools.demo --duration $(DURATION)
 
 # Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a
 # private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.
 bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
-	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@touch $@
 
-# Learned thresholds vs injected incidents (finale/evaluate.py): recall, precision, false alerts
+# Learned thresholds vs injected incidents (finale/tools/evaluate.py): recall, precision, false alerts
 # per hour, detection latency over seeds 1 2 3 and 30 s / 1 min windows. Extra flags: ARGS='...'.
 .PHONY: evaluate
 evaluate: $(VENV)/.installed
-	$(PY) finale/evaluate.py $(ARGS)
+	$(PY) -m finale.tools.evaluate $(ARGS)
 
-# The same on a real access log (finale/evaluate_real.py, finale/data/README.md): false alerts per
+# The same on a real access log (finale/tools/evaluate_real.py, finale/data/README.md): false alerts per
 # hour of real traffic, recall and latency of incidents injected into it.
 .PHONY: evaluate-real
 evaluate-real: $(VENV)/.installed
-	$(PY) finale/evaluate_real.py finale/data/secrepo-2021-10-22-to-26.log.gz $(ARGS)
+	$(PY) -m finale.tools.evaluate_real finale/data/secrepo-2021-10-22-to-26.log.gz $(ARGS)
 
 # docker-compose.yml end to end (finale/compose_test.sh): up --build from a clean state, every
 # scheduled incident alerts and nothing else does, down + up resumes without data loss, down -v.

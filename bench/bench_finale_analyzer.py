@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
 
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
 GENERATOR = ROOT / "finale" / "log_generator.py"
@@ -84,7 +83,7 @@ def preload(bootstrap: str, topic: str, lines: int, work: Path, *incidents: str)
 def connector_jars(bootstrap: str) -> list[str] | None:
     """The Spark Kafka connector's jars (fetched once), or None after a one-line error on stderr
     if no broker answers at `bootstrap`."""
-    import local_kafka
+    from finale.tools import local_kafka
     import spark_streaming_analyzer as analyzer
 
     jars = local_kafka.ensure_connector()
@@ -120,7 +119,7 @@ def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str)
     missing one rather than fall back to the defaults.)"""
     import json
 
-    from thresholds import DEFAULT_THRESHOLDS
+    from finale.analyzer.thresholds import DEFAULT_THRESHOLDS
 
     (work / "thresholds.json").write_text(json.dumps(DEFAULT_THRESHOLDS))
     with open(work / "analyzer.log", "w") as log_file:

@@ -33,10 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,  # noqa: E402
+from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,
                                    create_topics, delete_topics, preload)
 
 ALL_CASES = ("read", "dead-letters", "alerts", "both", "dead-letters-before", "alerts-before")

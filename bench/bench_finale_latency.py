@@ -36,10 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (broker_parser, create_topics,  # noqa: E402
+from bench_finale_analyzer import (broker_parser, create_topics,
                                    delete_topics, start_analyzer_script)
 
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:\S+ (\S+?)(?: \S+)?|[^"]*)" (\d{3}) ')

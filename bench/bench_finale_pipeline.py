@@ -43,10 +43,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,  # noqa: E402
+from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,
                                    create_topics, delete_topics, preload)
 
 ALL_CASES = ("read", "parse", "parse-lite", "counts", "counts-lite", "counts-rocksdb",
@@ -66,7 +64,7 @@ def parse_lite(lines):
     instead of try_to_timestamp's pattern formatter, and the referer and user agent are only
     unescaped when they contain a backslash.
     """
-    import access_log
+    from finale.analyzer import access_log
     from pyspark.sql import functions as F
 
     split_lines = lines.select("value", F.split(
@@ -124,7 +122,7 @@ class SingleQueryBatch:
         self.max_event_time = None
 
     def __call__(self, batch, batch_id):
-        from metrics import entity_window_counts
+        from finale.analyzer.metrics import entity_window_counts
         from pyspark.sql import functions as F
 
         batch = batch.persist()
@@ -183,8 +181,8 @@ def steady_state(queries) -> dict:
 def run_case(case, spark, args, topics, work):
     """Start the case's queries, wait for them, return the measured figures."""
     import spark_streaming_analyzer as analyzer
-    from access_log import parse_access_log
-    from metrics import entity_window_counts
+    from finale.analyzer.access_log import parse_access_log
+    from finale.analyzer.metrics import entity_window_counts
     from pyspark.sql import functions as F
 
     checkpoint = Path(work) / f"ck-{case}"
@@ -256,7 +254,7 @@ def realtime_case(spark, args, topics, checkpoint):
     """trigger(realTime=...) on the stateless dead-letter query into a Kafka sink (Real-Time Mode
     needs a Kafka sink, not foreachBatch). Runs --realtime-seconds, then reports what it read."""
     import spark_streaming_analyzer as analyzer
-    from access_log import parse_access_log
+    from finale.analyzer.access_log import parse_access_log
 
     source = analyzer.kafka_source(spark, args.bootstrap_servers, topics["logs"], "earliest", None)
     dead = analyzer.dead_letter_records(

@@ -47,9 +47,8 @@ from argparse import Namespace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
 
-from cli import HelpFormatter, OneLineErrorParser  # noqa: E402
+from finale.common.cli import HelpFormatter, OneLineErrorParser
 
 PIPELINE = ROOT / "bench" / "bench_finale_pipeline.py"
 STATE = ROOT / ".state" / "scaling"
@@ -141,7 +140,7 @@ class Cluster:
         self.url = self.webui_port = None
 
     def start(self) -> None:
-        import spark_daemon
+        from finale.tools import spark_daemon
 
         handle = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(handle, "w") as out:
@@ -217,7 +216,7 @@ class Cluster:
 
 def driver_properties(cluster: Cluster, executor_memory: str, secure: bool) -> dict[str, str]:
     """What the driver JVM reads from its properties file to use the cluster."""
-    import spark_security
+    from finale.common import spark_security
 
     properties = {"spark.authenticate": "true",
                   spark_security.SECRET_KEY: spark_security.read_secret(cluster.secret_file),
@@ -316,7 +315,7 @@ def measure(setup: str, args: argparse.Namespace, folder: Path) -> dict:
         result = run_pipeline(setup, args, env)
         result.update(master=setup, cores=int(setup[len("local["):-1]))
         return result
-    import spark_security
+    from finale.common import spark_security
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the daemons and their executors: loopback only
     cluster = Cluster(folder, args.cluster_timeout, args.worker_memory)

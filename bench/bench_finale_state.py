@@ -29,11 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_finale_analyzer import create_topics, delete_topics  # noqa: E402
-from cli import DEFAULT_BOOTSTRAP  # noqa: E402
+from bench_finale_analyzer import create_topics, delete_topics
+from finale.common.cli import DEFAULT_BOOTSTRAP
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
 
 
 def baseline_parser(lines, access_log):
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 1 or args.repeat < 1:
         parser.error("--lines and --repeat must be >= 1")
 
-    import access_log
+    from finale.analyzer import access_log
     from pyspark.sql import SparkSession
 
     with tempfile.TemporaryDirectory() as tmp:

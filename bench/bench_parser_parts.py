@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "finale"))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 100 or args.repeat < 1:
         parser.error("need --lines >= 100 and --repeat >= 1")
 
-    import access_log
+    from finale.analyzer import access_log
     from bench_finale_pipeline import parse_lite
     from pyspark.sql import SparkSession, functions as F
 

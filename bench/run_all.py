@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LOGS = ROOT / ".state" / "bench"
 RESULTS = BENCH / "RESULTS.md"
-sys.path.insert(0, str(ROOT / "finale"))
 
 # name -> (script, flags, flags under --full, needs a broker). Markdown: the script prints a table.
 BENCHMARKS = {
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
 
-    import local_kafka
+    from finale.tools import local_kafka
 
     LOGS.mkdir(parents=True, exist_ok=True)
     started_broker = None

@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("minimal", "complet", "finale")
+# finale's modules that the stage-parametrized contract suites load by the stages' common names.
+FINALE_MODULES = {"log_generator": "finale.generator.app", "access_log": "finale.analyzer.access_log",
+                  "spark_streaming_analyzer": "finale.analyzer.app"}
 
 # Everything runs in UTC: Spark's session time zone and the Python side that compares timestamps.
 os.environ["TZ"] = "UTC"
@@ -19,13 +22,10 @@ time.tzset()
 def load_module(stage: str, name: str):
     """Import ROOT/stage/name.py under a unique module name (the stages share file names).
 
-    finale's modules import each other by plain name (rules, metrics, ...): they are imported
-    under that name, so a test and the scripts share one module (and one rule registry)."""
+    For the standalone scripts of minimal/ and complet/; finale is a package, imported as such."""
     stage_dir = ROOT / stage
     if stage == "finale":
-        if str(stage_dir) not in sys.path:
-            sys.path.insert(0, str(stage_dir))
-        return importlib.import_module(name)
+        return importlib.import_module(FINALE_MODULES[name])
     module_name = f"{stage}_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -65,7 +65,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
 
 def spark_extra_jars() -> list[str]:
     """Jars the test session needs on its classpath (the Kafka connector, see finale/)."""
-    local_kafka = load_module("finale", "local_kafka")
+    from finale.tools import local_kafka
     try:
         return local_kafka.connector_jars()
     except local_kafka.KafkaSetupError:
@@ -82,7 +82,7 @@ def kafka():
     started by tests is stopped by the last test session still using it (several sessions may
     share it); a broker started by hand (`local_kafka.py start`) is left running.
     """
-    local_kafka = load_module("finale", "local_kafka")
+    from finale.tools import local_kafka
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         local_kafka.ensure_topics(external)

@@ -6,7 +6,7 @@ import uuid
 
 from conftest import ROOT, load_module
 
-viewer = load_module("finale", "alert_viewer")
+from finale.tools import alert_viewer as viewer
 
 
 def alert(alert_id, entity_type, entity, requests, errors, emitted_at, severity="warning",

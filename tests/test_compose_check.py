@@ -4,8 +4,8 @@ import json
 
 from conftest import load_module
 
-check = load_module("finale", "compose_check")
-incidents = load_module("finale", "incidents")
+from finale.tools import compose_check as check
+from finale.generator import incidents
 
 URL = incidents.Truth(1, "url", "/cart/add", incidents.parse_time("2026-12-02T10:00:30Z"),
                       incidents.parse_time("2026-12-02T10:01:00Z"))

@@ -24,9 +24,9 @@ import pytest
 
 from conftest import ROOT, load_module
 
-evaluate_real = load_module("finale", "evaluate_real")
-incidents = load_module("finale", "incidents")
-settings = load_module("finale", "settings")
+from finale.tools import evaluate_real
+from finale.generator import incidents
+from finale.analyzer import settings
 
 FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 ORIGIN = "2021-10-22T09:28:56Z"

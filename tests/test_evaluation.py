@@ -6,7 +6,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import load_module
 
-evaluate = load_module("finale", "evaluate")
+from finale.tools import evaluate
 
 LOG_SCHEMA = "event_time timestamp, ip string, url string, status int, malformed boolean"
 

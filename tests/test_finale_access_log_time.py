@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from conftest import load_module
 
-access_log = load_module("finale", "access_log")
+from finale.analyzer import access_log
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # (%t, the UTC instant by hand; None: not a date). Python runs in UTC (conftest).

@@ -7,12 +7,13 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from finale.analyzer import settings as finale_settings
 from conftest import load_module
 
-rules = load_module("finale", "rules")
-metrics = load_module("finale", "metrics")
-thresholds_file = load_module("finale", "thresholds")
-access_log = load_module("finale", "access_log")
+from finale.analyzer import rules
+from finale.analyzer import metrics
+from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer import access_log
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                  "requests long, errors long, error_rate double")
@@ -323,7 +324,7 @@ def test_thresholds_file_rule_field_old_files_load_as_error_rate(spark, tmp_path
 
 def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
     counts = counts_frame(spark, [("ip", "10.0.0.1", 20, 10), ("ip", "10.0.0.2", 20, 2)])
-    settings = load_module("finale", "settings").Settings(z=1.0)
+    settings = finale_settings.Settings(z=1.0)
     # A row of another rule at 0.0 would make both IPs fire if error_rate saw it.
     every_rule = spark.createDataFrame(
         [("error_rate", "ip", None, 0.30), ("other", "ip", None, 0.0)],
@@ -384,13 +385,13 @@ def test_surge_entity_then_population_threshold_poisson_margin_and_inhibition(sp
     assert sorted((r.entity, r.window_start) for r in kept.collect()) == [
         ("*", w2[0]), ("10.0.0.1", w1[0]), ("10.0.0.1", w2[0]), ("10.0.0.3", w1[0])]
     # The defaults hold no surge threshold: the rule is silent without a thresholds file.
-    settings = load_module("finale", "settings").Settings()
+    settings = finale_settings.Settings()
     defaults = thresholds_file.rule_thresholds_frame(spark, thresholds_file.DEFAULT_THRESHOLDS)
     assert rules.fire_all(counts, defaults, settings).where("rule = 'surge'").count() == 0
 
 
 def test_surge_thresholds_learned_from_request_counts(spark):
-    params = load_module("finale", "settings").ThresholdParams(
+    params = finale_settings.ThresholdParams(
         min_window_requests=5, min_entity_windows=3, quantile=0.5, z=3.0)
     rows = []
     # 10.0.0.1: 10, 12, 11, 30 requests (4 windows); 10.0.0.2: 6, 6 (2 windows: population only);

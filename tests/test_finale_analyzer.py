@@ -15,15 +15,16 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pyspark.testing import assertDataFrameEqual
 
+from finale.analyzer import settings as finale_settings
 from conftest import free_port, load_module, wait_for
 
-analyzer = load_module("finale", "spark_streaming_analyzer")
-generator = load_module("finale", "log_generator")
-metrics = load_module("finale", "metrics")
-thresholds_file = load_module("finale", "thresholds")
-status = load_module("finale", "status")
-access_log = load_module("finale", "access_log")
-rules = load_module("finale", "rules")
+from finale.analyzer import app as analyzer
+from finale.generator import app as generator
+from finale.analyzer import metrics
+from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer import status
+from finale.analyzer import access_log
+from finale.analyzer import rules
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
 LINES = 3000               # 150 s of log time
@@ -197,7 +198,7 @@ def test_surge_alerts_on_its_ip_with_learned_thresholds_and_quiet_traffic_does_n
     incident = json.loads((tmp_path / "truth.jsonl").read_text())
     assert incident["kind"] == "surge"
 
-    params = load_module("finale", "settings").ThresholdParams()
+    params = finale_settings.ThresholdParams()
     logs = access_log.parse_access_log(
         spark.createDataFrame([(line.decode(),) for line in streams["quiet"][:history]],
                               "value string"))

@@ -14,12 +14,12 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import ROOT, load_module
 
-metrics = load_module("finale", "metrics")
-rules = load_module("finale", "rules")
-sinks = load_module("finale", "sinks")
-settings = load_module("finale", "settings")
-access_log = load_module("finale", "access_log")
-thresholds_file = load_module("finale", "thresholds")
+from finale.analyzer import metrics
+from finale.analyzer import rules
+from finale.analyzer import sinks
+from finale.analyzer import settings
+from finale.analyzer import access_log
+from finale.analyzer import thresholds as thresholds_file
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                  "requests long, errors long, error_rate double")

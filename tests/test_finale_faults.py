@@ -22,10 +22,10 @@ from kafka import KafkaConsumer, TopicPartition
 from conftest import ROOT, free_port, load_module, wait_for
 from test_finale_analyzer import generate, new_topics, parse_time, send
 
-analyzer = load_module("finale", "spark_streaming_analyzer")
-local_kafka = load_module("finale", "local_kafka")
-status = load_module("finale", "status")
-thresholds = load_module("finale", "thresholds")
+from finale.analyzer import app as analyzer
+from finale.tools import local_kafka
+from finale.analyzer import status
+from finale.analyzer import thresholds
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.spark]
 

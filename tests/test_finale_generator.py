@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, free_port, load_module, wait_for
 
-gen = load_module("finale", "log_generator")
+from finale.generator import app as gen
 SCRIPT = str(ROOT / "finale" / "log_generator.py")
 START = "2026-11-28T09:00:00Z"
 T0 = datetime(2026, 11, 28, 9, 0, 0, tzinfo=timezone.utc)

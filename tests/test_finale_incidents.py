@@ -9,8 +9,8 @@ import pytest
 
 from conftest import load_module
 
-incidents = load_module("finale", "incidents")
-status = load_module("finale", "status")
+from finale.generator import incidents
+from finale.analyzer import status
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
 

@@ -8,8 +8,8 @@ import json
 
 from conftest import ROOT, load_module
 
-generator = load_module("finale", "log_generator")
-replay = load_module("finale", "replay")
+from finale.generator import app as generator
+from finale.generator import replay
 
 FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 

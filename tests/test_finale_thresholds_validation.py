@@ -8,9 +8,9 @@ import pytest
 
 from conftest import load_module
 
-thresholds_file = load_module("finale", "thresholds")
-analyzer = load_module("finale", "spark_streaming_analyzer")
-job = load_module("finale", "threshold_job")
+from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer import app as analyzer
+from finale.analyzer import threshold_job as job
 
 pytestmark = pytest.mark.faults
 

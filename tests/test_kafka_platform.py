@@ -13,7 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import ROOT, free_port, load_module, wait_for
 
-local_kafka = load_module("finale", "local_kafka")
+from finale.tools import local_kafka
 SCRIPT = str(ROOT / "finale" / "local_kafka.py")
 EXTERNAL = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
@@ -119,9 +119,9 @@ def test_start_is_idempotent_and_status_reports_the_broker(kafka):
 
 
 def test_missing_connector_is_a_one_line_error(tmp_path):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import local_kafka; "
-            "local_kafka.ensure_connector(sys.argv[2])")
-    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "finale"), str(tmp_path)],
+    code = ("import sys; from finale.tools import local_kafka; "
+            "local_kafka.ensure_connector(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr == (

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from conftest import ROOT, load_module
 
-access_log = load_module("finale", "access_log")
+from finale.analyzer import access_log
 
 FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 

@@ -18,13 +18,14 @@ from argparse import Namespace
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from finale.analyzer import thresholds as finale_thresholds
 from conftest import ROOT, free_port, load_module, wait_for
 from test_finale_analyzer import new_topics
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 
-daemon = load_module("finale", "spark_daemon")
-generator = load_module("finale", "log_generator")
+from finale.tools import spark_daemon as daemon
+from finale.generator import app as generator
 
 RATE, LINES, SEED = 20, 1200, 11       # 60 s of log time, an IP failing from 10 s to 40 s
 START = "2026-11-28T09:00:00Z"
@@ -84,7 +85,7 @@ def analyzer_argv(master: str, bootstrap: str, topics: list[str], checkpoint, *e
     topic, alerts_topic, dlq_topic = topics
     # The documented default thresholds in a real file: an explicit --thresholds must exist.
     thresholds = checkpoint.parent / "thresholds.json"
-    thresholds.write_text(json.dumps(load_module("finale", "thresholds").DEFAULT_THRESHOLDS))
+    thresholds.write_text(json.dumps(finale_thresholds.DEFAULT_THRESHOLDS))
     return [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
             "--master", master, "--bootstrap-servers", bootstrap, "--topic", topic,
             "--alerts-topic", alerts_topic, "--dlq-topic", dlq_topic,

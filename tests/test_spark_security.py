@@ -8,7 +8,7 @@ import pytest
 
 from conftest import load_module
 
-security = load_module("finale", "spark_security")
+from finale.common import spark_security as security
 SECRET = "0123456789abcdef" * 4
 
 

@@ -12,8 +12,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import ROOT, load_module
 
-job = load_module("finale", "threshold_job")
-rules = load_module("finale", "rules")
+from finale.analyzer import threshold_job as job
+from finale.analyzer import rules
 
 RATES_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                 "requests long, errors long, error_rate double")

@@ -12,7 +12,7 @@ from typing import Callable
 
 from pyspark.sql import Column, DataFrame, functions as F
 
-from settings import GLOBAL_ENTITY
+from finale.analyzer.settings import GLOBAL_ENTITY
 
 # (scope, the column that names its entity): the one list of scopes of the stage.
 SCOPES: tuple[tuple[str, Callable[[], Column]], ...] = (

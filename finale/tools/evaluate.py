@@ -56,22 +56,19 @@ from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from access_log import parse_access_log  # noqa: E402
-from cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically  # noqa: E402
-from incidents import INCIDENT_TARGETS, Truth, on_target, parse_time, read_truth, score  # noqa: E402
-from metrics import analysed_columns, entity_window_counts, input_statistics  # noqa: E402
-from rules import fire_all, learn_all  # noqa: E402
-from settings import GLOBAL_ENTITY, Settings as AnalyzerSettings, ThresholdParams  # noqa: E402
-from shop import SHOP  # noqa: E402
-from thresholds import rule_thresholds_frame, thresholds_document  # noqa: E402
-from threshold_job import add_threshold_options, bounded, build_session  # noqa: E402
+from finale.analyzer.access_log import parse_access_log
+from finale.common.paths import FINALE_STATE, SCRIPTS
+from finale.common.cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically
+from finale.generator.incidents import INCIDENT_TARGETS, Truth, on_target, parse_time, read_truth, score
+from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
+from finale.analyzer.rules import fire_all, learn_all
+from finale.analyzer.settings import GLOBAL_ENTITY, Settings as AnalyzerSettings, ThresholdParams
+from finale.generator.shop import SHOP
+from finale.analyzer.thresholds import rule_thresholds_frame, thresholds_document
+from finale.analyzer.threshold_job import add_threshold_options, bounded, build_session
 
-DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate"
+DEFAULT_DIR = FINALE_STATE / "evaluate"
 DEFAULT_START = "2026-11-28T00:00:00Z"
 # Incidents, in seconds from the start of the incident phase: (kind, offset, duration). Apart from
 # each other so that every alert is explained by at most one incident, and so that no window
@@ -164,7 +161,7 @@ def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
     url = alertable_url(scenario)
     incidents = [f"{kind}{'=' + url if kind == 'url' else ''}@{scenario.history + offset}+{duration}"
                  for kind, offset, duration in SCHEDULE]
-    argv = [sys.executable, str(HERE / "log_generator.py"), "--seed", str(scenario.seed),
+    argv = [sys.executable, str(SCRIPTS / "log_generator.py"), "--seed", str(scenario.seed),
             "--rate", f"{scenario.rate:g}", "--users", str(scenario.users), "--start-time", scenario.start,
             "--history", f"{total / 3600:.10g}", "--output", str(log_path), "--truth", str(truth_path)]
     for incident in incidents:

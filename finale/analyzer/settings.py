@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".state" / "finale"
+from finale.common.paths import FINALE_STATE
+
+STATE = FINALE_STATE
 DEFAULT_THRESHOLDS = STATE / "thresholds.json"
 DEFAULT_CHECKPOINT = STATE / "checkpoints"
 DEFAULT_STATUS = STATE / "analyzer-status.json"

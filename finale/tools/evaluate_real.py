@@ -30,22 +30,20 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from access_log import parse_access_log  # noqa: E402
-from cli import OneLineErrorParser, run_main  # noqa: E402
-from evaluate import Result, epoch, evaluate_window, from_epoch, in_range  # noqa: E402
-from incidents import cause, incident_spec, parse_time, read_truth  # noqa: E402
-from metrics import analysed_columns, entity_window_counts, input_statistics  # noqa: E402
-from replay import inject, open_log, replay_incidents  # noqa: E402
-from rules import fire_all  # noqa: E402
-from settings import ROOT, Settings as AnalyzerSettings, ThresholdParams  # noqa: E402
-from thresholds import rule_thresholds_frame  # noqa: E402
-from threshold_job import add_threshold_options, bounded, build_session, threshold_params  # noqa: E402
+from finale.analyzer.access_log import parse_access_log
+from finale.common.cli import OneLineErrorParser, run_main
+from finale.tools.evaluate import Result, epoch, evaluate_window, from_epoch, in_range
+from finale.generator.incidents import cause, incident_spec, parse_time, read_truth
+from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
+from finale.generator.replay import inject, open_log, replay_incidents
+from finale.analyzer.rules import fire_all
+from finale.common.paths import FINALE_STATE
+from finale.analyzer.settings import Settings as AnalyzerSettings, ThresholdParams
+from finale.analyzer.thresholds import rule_thresholds_frame
+from finale.analyzer.threshold_job import add_threshold_options, bounded, build_session, threshold_params
 
-DEFAULT_DIR = ROOT / ".state" / "finale" / "evaluate-real"
+DEFAULT_DIR = FINALE_STATE / "evaluate-real"
 DEFAULT_LEARN_HOURS = 48.0
 # A quiet site's learning quantile (finale/README.md): its upper windows are one scanner alone.
 QUIET_SITE_QUANTILE = 0.95

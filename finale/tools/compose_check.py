@@ -21,12 +21,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser  # noqa: E402
-from incidents import AlertBook, match_incident, overlaps, parse_time, read_truth, summary  # noqa: E402
+from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser
+from finale.generator.incidents import AlertBook, match_incident, overlaps, parse_time, read_truth, summary
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
+from finale.common.paths import ROOT
+
 SECURITY_CONF = ROOT / "conf" / "spark-defaults.conf"
 DEFAULT_SECRET_FILE = ROOT / ".secrets" / "spark-authenticate.secret"
 SECRET_KEY = "spark.authenticate.secret"

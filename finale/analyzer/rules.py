@@ -65,7 +65,7 @@ from typing import Callable
 
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
-from settings import Settings, ThresholdParams
+from finale.analyzer.settings import Settings, ThresholdParams
 
 RULE = "error_rate"
 # The severity escalates to "critical" at twice the threshold, or when half the requests fail.

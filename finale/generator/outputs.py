@@ -15,7 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from cli import write_json_atomically
+from finale.common.cli import write_json_atomically
 
 # Codecs either client can use here: gzip is in the standard library; with kafka-python, lz4,
 # snappy and zstd need extra packages (lz4, python-snappy, zstandard) that requirements.txt does

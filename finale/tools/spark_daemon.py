@@ -23,12 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-import spark_security  # noqa: E402
-from cli import OneLineErrorParser  # noqa: E402
+from finale.common import spark_security
+from finale.common.cli import OneLineErrorParser
 
 ROLES = {"master": "org.apache.spark.deploy.master.Master",
          "worker": "org.apache.spark.deploy.worker.Worker"}

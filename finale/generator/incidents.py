@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from settings import GLOBAL_ENTITY
+from finale.analyzer.settings import GLOBAL_ENTITY
 
 INCIDENT_KINDS = ("ip", "url", "global", "surge")
 # The alerts that detect each kind of incident: (rule, entity_type).

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from cli import write_json_atomically
+from finale.common.cli import write_json_atomically
 
 
 def now_iso() -> str:

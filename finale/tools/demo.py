@@ -42,16 +42,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP  # noqa: E402
-from incidents import AlertBook, clock, read_truth, summary  # noqa: E402
-from settings import ROOT  # noqa: E402
-from status import read_status  # noqa: E402
+from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP
+from finale.generator.incidents import AlertBook, clock, read_truth, summary
+from finale.common.paths import FINALE_STATE, ROOT, SCRIPTS
+from finale.analyzer.status import read_status
 
-STATE = ROOT / ".state" / "finale" / "demo"
+STATE = FINALE_STATE / "demo"
 ANALYZER_STATUS = STATE / "analyzer-status.json"
 # Incidents as (kind, start, duration) in fractions of the run: an IP and a URL at a time (other
 # entities, so each alert names its incident), two rounds, then a global outage last, since it
@@ -191,7 +188,7 @@ def start_analyzer(children: Children, args: argparse.Namespace, checkpoint: Pat
     ANALYZER_STATUS.unlink(missing_ok=True)
     log(f"starting the analyzer (log: {analyzer_log.relative_to(ROOT)})")
     analyzer = children.start("analyzer", [
-        sys.executable, str(HERE / "spark_streaming_analyzer.py"),
+        sys.executable, str(SCRIPTS / "spark_streaming_analyzer.py"),
         "--bootstrap-servers", args.bootstrap_servers, "--starting-offsets", "latest",
         "--checkpoint", str(checkpoint), "--status-file", str(ANALYZER_STATUS),
         *flags], analyzer_log)
@@ -259,7 +256,7 @@ def ensure_broker(args: argparse.Namespace) -> bool:
         return False
     log("starting the local Kafka broker (finale/local_kafka.py start)")
     port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
-    started = subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "start", "--port", port],
+    started = subprocess.run([sys.executable, str(SCRIPTS / "local_kafka.py"), "start", "--port", port],
                              cwd=ROOT, timeout=args.startup_timeout, capture_output=True, text=True)
     if started.returncode != 0:
         last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
@@ -279,12 +276,12 @@ def learn_thresholds(args: argparse.Namespace) -> list[str]:
     # it and the analyzer gets the file (it re-reads it when it changes).
     history, thresholds_file = STATE / "history.log", STATE / "thresholds.json"
     log(f"learning the thresholds from 30 min of generated history ({history.relative_to(ROOT)})")
-    subprocess.run([python, str(HERE / "log_generator.py"), "--seed", str(args.seed),
+    subprocess.run([python, str(SCRIPTS / "log_generator.py"), "--seed", str(args.seed),
                     "--rate", str(args.rate), "--users", str(args.users),
                     "--history", "0.5", "--output", str(history)],
                    cwd=ROOT, check=True, timeout=args.startup_timeout)
     with open(STATE / "threshold_job.log", "w") as job_log:
-        learned = subprocess.run([python, str(HERE / "threshold_job.py"), "--input", str(history),
+        learned = subprocess.run([python, str(SCRIPTS / "threshold_job.py"), "--input", str(history),
                                   "--output", str(thresholds_file)],
                                  cwd=ROOT, check=True, timeout=args.startup_timeout,
                                  stdout=subprocess.PIPE, stderr=job_log, text=True)
@@ -294,7 +291,7 @@ def learn_thresholds(args: argparse.Namespace) -> list[str]:
 
 
 def start_viewer(children: Children, args: argparse.Namespace, tty: bool) -> None:
-    viewer = [sys.executable, str(HERE / "alert_viewer.py"), "--bootstrap-servers",
+    viewer = [sys.executable, str(SCRIPTS / "alert_viewer.py"), "--bootstrap-servers",
               args.bootstrap_servers]
     if tty:
         children.start("viewer", viewer, None)
@@ -308,7 +305,7 @@ def run_traffic(children: Children, args: argparse.Namespace, truth: Path,
     incidents = incident_flags(args.duration)
     stats_file = STATE / "generator-stats.json"
     stats_file.unlink(missing_ok=True)
-    generator_argv = [sys.executable, str(HERE / "log_generator.py"), "--rate", str(args.rate),
+    generator_argv = [sys.executable, str(SCRIPTS / "log_generator.py"), "--rate", str(args.rate),
                       "--seed", str(args.seed), "--users", str(args.users),
                       "--bootstrap-servers", args.bootstrap_servers,
                       "--truth", str(truth), *incidents, "--stats-file", str(stats_file)]
@@ -372,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             collector.stop()
         if started_broker:
             log("stopping the local Kafka broker")
-            subprocess.run([sys.executable, str(HERE / "local_kafka.py"), "stop"], cwd=ROOT)
+            subprocess.run([sys.executable, str(SCRIPTS / "local_kafka.py"), "stop"], cwd=ROOT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if collector is not None:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from pyspark.sql import Column, DataFrame, functions as F
 
-from rules import ALERT_COLUMNS
+from finale.analyzer.rules import ALERT_COLUMNS
 
 # A batch function: (micro-batch DataFrame, batch id) -> None, as foreachBatch calls it.
 BatchSink = Callable[[DataFrame, int], None]
