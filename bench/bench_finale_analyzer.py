@@ -83,8 +83,9 @@ def preload(bootstrap: str, topic: str, lines: int, work: Path, *incidents: str)
 def connector_jars(bootstrap: str) -> list[str] | None:
     """The Spark Kafka connector's jars (fetched once), or None after a one-line error on stderr
     if no broker answers at `bootstrap`."""
-    from finale.tools import local_kafka
     import spark_streaming_analyzer as analyzer
+
+    from finale.tools import local_kafka
 
     jars = local_kafka.ensure_connector()
     problem = analyzer.check_kafka(bootstrap, [])

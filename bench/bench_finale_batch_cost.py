@@ -34,8 +34,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,
-                                   create_topics, delete_topics, preload)
+from bench_finale_analyzer import (
+    broker_parser,
+    chosen_cases,
+    connector_jars,
+    create_topics,
+    delete_topics,
+    preload,
+)
 
 ALL_CASES = ("read", "dead-letters", "alerts", "both", "dead-letters-before", "alerts-before")
 PARTS = ("latestOffset", "queryPlanning", "addBatch", "walCommit", "commitOffsets")

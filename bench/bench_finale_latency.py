@@ -37,8 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from bench_finale_analyzer import (broker_parser, create_topics,
-                                   delete_topics, start_analyzer_script)
+from bench_finale_analyzer import broker_parser, create_topics, delete_topics, start_analyzer_script
 
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:\S+ (\S+?)(?: \S+)?|[^"]*)" (\d{3}) ')
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")

@@ -44,8 +44,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from bench_finale_analyzer import (broker_parser, chosen_cases, connector_jars,
-                                   create_topics, delete_topics, preload)
+from bench_finale_analyzer import (
+    broker_parser,
+    chosen_cases,
+    connector_jars,
+    create_topics,
+    delete_topics,
+    preload,
+)
 
 ALL_CASES = ("read", "parse", "parse-lite", "counts", "counts-lite", "counts-rocksdb",
              "counts-shuffle1", "counts-shuffle4", "counts-batch-count", "analyzer", "alerts-only",
@@ -64,8 +70,9 @@ def parse_lite(lines):
     instead of try_to_timestamp's pattern formatter, and the referer and user agent are only
     unescaped when they contain a backslash.
     """
-    from finale.analyzer import access_log
     from pyspark.sql import functions as F
+
+    from finale.analyzer import access_log
 
     split_lines = lines.select("value", F.split(
         F.regexp_replace("value", access_log.LOG_PATTERN,
@@ -122,8 +129,9 @@ class SingleQueryBatch:
         self.max_event_time = None
 
     def __call__(self, batch, batch_id):
-        from finale.analyzer.metrics import entity_window_counts
         from pyspark.sql import functions as F
+
+        from finale.analyzer.metrics import entity_window_counts
 
         batch = batch.persist()
         try:
@@ -181,9 +189,10 @@ def steady_state(queries) -> dict:
 def run_case(case, spark, args, topics, work):
     """Start the case's queries, wait for them, return the measured figures."""
     import spark_streaming_analyzer as analyzer
+    from pyspark.sql import functions as F
+
     from finale.analyzer.access_log import parse_access_log
     from finale.analyzer.metrics import entity_window_counts
-    from pyspark.sql import functions as F
 
     checkpoint = Path(work) / f"ck-{case}"
     per_trigger = None if case == "analyzer-1batch" else max(1, args.lines // args.batches)
@@ -254,6 +263,7 @@ def realtime_case(spark, args, topics, checkpoint):
     """trigger(realTime=...) on the stateless dead-letter query into a Kafka sink (Real-Time Mode
     needs a Kafka sink, not foreachBatch). Runs --realtime-seconds, then reports what it read."""
     import spark_streaming_analyzer as analyzer
+
     from finale.analyzer.access_log import parse_access_log
 
     source = analyzer.kafka_source(spark, args.bootstrap_servers, topics["logs"], "earliest", None)

@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from bench_finale_analyzer import create_topics, delete_topics
+
 from finale.common.cli import DEFAULT_BOOTSTRAP
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 1 or args.repeat < 1:
         parser.error("--lines and --repeat must be >= 1")
 
-    from finale.analyzer import access_log
     from pyspark.sql import SparkSession
+
+    from finale.analyzer import access_log
 
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "access.log"

@@ -41,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 100 or args.repeat < 1:
         parser.error("need --lines >= 100 and --repeat >= 1")
 
-    from finale.analyzer import access_log
     from bench_finale_pipeline import parse_lite
-    from pyspark.sql import SparkSession, functions as F
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from finale.analyzer import access_log
 
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "access.log"

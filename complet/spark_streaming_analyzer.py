@@ -24,7 +24,8 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parent.parent
 SECURITY_CONF = ROOT / "conf" / "spark-defaults.conf"

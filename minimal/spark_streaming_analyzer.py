@@ -7,7 +7,8 @@ import socket
 import sys
 import time
 
-from pyspark.sql import Column, DataFrame, SparkSession, functions as F
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 # Apache "combined" log format; the "common" format is the same without the last two fields:
 #   %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"

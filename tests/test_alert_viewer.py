@@ -4,7 +4,7 @@ import subprocess
 import sys
 import uuid
 
-from conftest import ROOT, load_module
+from conftest import ROOT
 
 from finale.tools import alert_viewer as viewer
 

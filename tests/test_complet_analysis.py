@@ -3,9 +3,8 @@ import stat
 from datetime import datetime, timedelta
 
 import pytest
-from pyspark.testing import assertDataFrameEqual
-
 from conftest import load_module
+from pyspark.testing import assertDataFrameEqual
 
 analyzer = load_module("complet", "spark_streaming_analyzer")
 

@@ -2,10 +2,8 @@
 and the script on a real broker."""
 import json
 
-from conftest import load_module
-
-from finale.tools import compose_check as check
 from finale.generator import incidents
+from finale.tools import compose_check as check
 
 URL = incidents.Truth(1, "url", "/cart/add", incidents.parse_time("2026-12-02T10:00:30Z"),
                       incidents.parse_time("2026-12-02T10:01:00Z"))
@@ -54,6 +52,7 @@ def test_an_alert_raised_before_its_incident_began_is_not_explained_by_it():
 def test_main_reads_the_alerts_topic_and_judges_them(kafka, tmp_path, capsys):
     """The whole script on a real broker: the truth file, the alerts topic, the verdict line."""
     from datetime import datetime, timedelta, timezone
+
     from kafka import KafkaProducer
     from test_finale_analyzer import new_topics
 

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import ROOT, free_port, load_module, wait_for
 
 # Each test starts the stage-2 analyzer, a Spark job, as a subprocess.

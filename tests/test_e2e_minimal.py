@@ -6,9 +6,8 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
-from pyspark.testing import assertDataFrameEqual
-
 from conftest import ROOT, free_port, load_module, wait_for
+from pyspark.testing import assertDataFrameEqual
 
 # Each test starts the stage-1 analyzer, a Spark job, as a subprocess.
 pytestmark = pytest.mark.spark

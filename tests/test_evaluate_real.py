@@ -21,12 +21,11 @@ Latency: the first window that holds the incident's lines ends 10 s after its st
 import gzip
 
 import pytest
+from conftest import ROOT
 
-from conftest import ROOT, load_module
-
-from finale.tools import evaluate_real
-from finale.generator import incidents
 from finale.analyzer import settings
+from finale.generator import incidents
+from finale.tools import evaluate_real
 
 FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 ORIGIN = "2021-10-22T09:28:56Z"

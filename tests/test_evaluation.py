@@ -4,8 +4,6 @@ from datetime import datetime
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import load_module
-
 from finale.tools import evaluate
 
 LOG_SCHEMA = "event_time timestamp, ip string, url string, status int, malformed boolean"

@@ -11,9 +11,8 @@ from datetime import datetime
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import load_module
-
 from finale.analyzer import access_log
+
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # (%t, the UTC instant by hand; None: not a date). Python runs in UTC (conftest).

@@ -7,13 +7,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from finale.analyzer import access_log, metrics, rules
 from finale.analyzer import settings as finale_settings
-from conftest import load_module
-
-from finale.analyzer import rules
-from finale.analyzer import metrics
 from finale.analyzer import thresholds as thresholds_file
-from finale.analyzer import access_log
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                  "requests long, errors long, error_rate double")

@@ -11,20 +11,16 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from conftest import free_port, wait_for
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pyspark.testing import assertDataFrameEqual
 
-from finale.analyzer import settings as finale_settings
-from conftest import free_port, load_module, wait_for
-
+from finale.analyzer import access_log, metrics, rules, status
 from finale.analyzer import app as analyzer
-from finale.generator import app as generator
-from finale.analyzer import metrics
+from finale.analyzer import settings as finale_settings
 from finale.analyzer import thresholds as thresholds_file
-from finale.analyzer import status
-from finale.analyzer import access_log
-from finale.analyzer import rules
+from finale.generator import app as generator
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
 LINES = 3000               # 150 s of log time

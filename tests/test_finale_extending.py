@@ -10,15 +10,10 @@ import re
 from datetime import datetime
 
 import pytest
+from conftest import ROOT
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import ROOT, load_module
-
-from finale.analyzer import metrics
-from finale.analyzer import rules
-from finale.analyzer import sinks
-from finale.analyzer import settings
-from finale.analyzer import access_log
+from finale.analyzer import access_log, metrics, rules, settings, sinks
 from finale.analyzer import thresholds as thresholds_file
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "

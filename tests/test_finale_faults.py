@@ -17,15 +17,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
-
-from conftest import ROOT, free_port, load_module, wait_for
 from test_finale_analyzer import generate, new_topics, parse_time, send
 
 from finale.analyzer import app as analyzer
+from finale.analyzer import status, thresholds
 from finale.tools import local_kafka
-from finale.analyzer import status
-from finale.analyzer import thresholds
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.spark]
 

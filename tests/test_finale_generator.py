@@ -10,10 +10,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from conftest import ROOT, free_port, load_module, wait_for
+from conftest import ROOT, free_port, wait_for
 
 from finale.generator import app as gen
+
 SCRIPT = str(ROOT / "finale" / "log_generator.py")
 START = "2026-11-28T09:00:00Z"
 T0 = datetime(2026, 11, 28, 9, 0, 0, tzinfo=timezone.utc)

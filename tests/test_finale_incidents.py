@@ -7,10 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import load_module
-
-from finale.generator import incidents
 from finale.analyzer import status
+from finale.generator import incidents
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
 

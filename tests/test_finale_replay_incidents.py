@@ -6,7 +6,7 @@ docstring says it adds, worked out by hand from the slice's timestamps.
 import gzip
 import json
 
-from conftest import ROOT, load_module
+from conftest import ROOT
 
 from finale.generator import app as generator
 from finale.generator import replay

@@ -6,11 +6,9 @@ import math
 
 import pytest
 
-from conftest import load_module
-
-from finale.analyzer import thresholds as thresholds_file
 from finale.analyzer import app as analyzer
 from finale.analyzer import threshold_job as job
+from finale.analyzer import thresholds as thresholds_file
 
 pytestmark = pytest.mark.faults
 

@@ -16,7 +16,6 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import ROOT, free_port, load_module, wait_for
 
 # Stages whose log_generator.py implements the full contract; adding a stage here is all it takes.

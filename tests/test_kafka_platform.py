@@ -8,12 +8,12 @@ import sys
 import uuid
 
 import pytest
+from conftest import ROOT, free_port, wait_for
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import ROOT, free_port, load_module, wait_for
-
 from finale.tools import local_kafka
+
 SCRIPT = str(ROOT / "finale" / "local_kafka.py")
 EXTERNAL = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 

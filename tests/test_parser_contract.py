@@ -5,11 +5,17 @@ A new stage joins the contract by appending its (stage, module) to PARSER_STAGES
 from datetime import datetime
 
 import pytest
-from pyspark.sql.types import (BooleanType, IntegerType, LongType, StringType, StructField, StructType,
-                               TimestampType)
-from pyspark.testing import assertDataFrameEqual
-
 from conftest import load_module
+from pyspark.sql.types import (
+    BooleanType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+from pyspark.testing import assertDataFrameEqual
 
 PARSER_STAGES = [("minimal", "spark_streaming_analyzer"), ("complet", "spark_streaming_analyzer"),
                  ("finale", "access_log")]

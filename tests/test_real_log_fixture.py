@@ -5,11 +5,9 @@ One aggregation over the whole fixture (a single Spark job, a few seconds): the 
 measured with finale/access_log.py and cross-checked with awk/grep on the uncompressed file.
 """
 from datetime import datetime
-from pathlib import Path
 
+from conftest import ROOT
 from pyspark.sql import functions as F
-
-from conftest import ROOT, load_module
 
 from finale.analyzer import access_log
 

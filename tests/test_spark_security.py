@@ -6,9 +6,8 @@ import stat
 
 import pytest
 
-from conftest import load_module
-
 from finale.common import spark_security as security
+
 SECRET = "0123456789abcdef" * 4
 
 

@@ -3,17 +3,16 @@ import json
 import os
 import re
 import subprocess
-import uuid
 import sys
+import uuid
 from datetime import datetime
 
 import pytest
+from conftest import ROOT
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import ROOT, load_module
-
-from finale.analyzer import threshold_job as job
 from finale.analyzer import rules
+from finale.analyzer import threshold_job as job
 
 RATES_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                 "requests long, errors long, error_rate double")

@@ -8,7 +8,8 @@ Format (Apache "combined"; "common" is the same without the last two fields):
 `parse_access_log` keeps every input row: a line that does not match, or whose timestamp does not
 parse, comes out with `malformed = true` and null fields, so callers can count it or route it aside.
 """
-from pyspark.sql import Column, DataFrame, functions as F
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 # One pass of the regex for every line: a line that does not match falls into the second
 # alternative (`^.*$`) and yields empty groups, so regexp_replace turns every line into exactly

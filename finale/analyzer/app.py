@@ -38,26 +38,40 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-
-from pyspark.sql import Column, DataFrame, SparkSession, functions as F
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 
 from finale.analyzer.access_log import LINE_PATTERN, parse_access_log
-from finale.common.cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, HelpFormatter, OneLineErrorParser
-from finale.common.cli import duration_seconds, is_interval, silence_stdout
 from finale.analyzer.metrics import entity_window_counts
 from finale.analyzer.rules import fire_all
-from finale.analyzer.settings import (DEFAULT_ALERTS_TOPIC, DEFAULT_CHECKPOINT, DEFAULT_DLQ_TOPIC,
-                      DEFAULT_MAX_OFFSETS_PER_TRIGGER, DEFAULT_STATUS, DEFAULT_THRESHOLDS, DEFAULT_TOPIC, Settings)
+from finale.analyzer.settings import (
+    DEFAULT_ALERTS_TOPIC,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_DLQ_TOPIC,
+    DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    DEFAULT_STATUS,
+    DEFAULT_THRESHOLDS,
+    DEFAULT_TOPIC,
+    Settings,
+)
 from finale.analyzer.sinks import BatchSink, alert_records, dead_letter_records, kafka_sink
 from finale.analyzer.status import StatusFile, make_status_listener
 from finale.analyzer.thresholds import ThresholdsError, ThresholdsFile, read_thresholds
 from finale.common import spark_security
-
+from finale.common.cli import (
+    BOOTSTRAP_HELP,
+    DEFAULT_BOOTSTRAP,
+    HelpFormatter,
+    OneLineErrorParser,
+    duration_seconds,
+    is_interval,
+    silence_stdout,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Analysis: typed DataFrame -> DataFrame functions (the rest of this file only wires them)

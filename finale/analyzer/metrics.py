@@ -8,9 +8,10 @@ analyzer, the threshold job and the evaluation all count through this function.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, functions as F
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from finale.analyzer.settings import GLOBAL_ENTITY
 

@@ -60,10 +60,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from pyspark.sql import Column, DataFrame, Window, functions as F
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
 
 from finale.analyzer.settings import Settings, ThresholdParams
 
@@ -106,17 +107,17 @@ def memo(key, build: Callable[[], object]):
 @dataclass(frozen=True)
 class Rule:
     name: str
-    fire: Callable[[DataFrame, DataFrame, Settings, "str | None"], DataFrame]
+    fire: Callable[[DataFrame, DataFrame, Settings, str | None], DataFrame]
     learn: Callable[[DataFrame, ThresholdParams], DataFrame]
     # The values a threshold of the rule may take (thresholds.validate_thresholds): [0, 1] for a
     # rate; None: any finite number.
-    value_range: "tuple[float, float] | None" = (0.0, 1.0)
+    value_range: tuple[float, float] | None = (0.0, 1.0)
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, fire, learn, value_range: "tuple[float, float] | None" = (0.0, 1.0)) -> Rule:
+def register(name: str, fire, learn, value_range: tuple[float, float] | None = (0.0, 1.0)) -> Rule:
     """Add a rule to RULES (its name is the `rule` field of its thresholds and of its alerts)."""
     if name in RULES:
         raise ValueError(f"rule {name!r} is already registered")

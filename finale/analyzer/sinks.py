@@ -6,9 +6,10 @@ the alert as JSON) or `dead_letter_records` (the record's key and line unchanged
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, functions as F
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from finale.analyzer.rules import ALERT_COLUMNS
 

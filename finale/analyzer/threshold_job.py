@@ -32,16 +32,28 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from finale.analyzer.access_log import parse_access_log
-from finale.common.cli import (BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser, duration_seconds,
-                 run_main, write_json_atomically)
-from finale.analyzer.metrics import SCOPE_NAMES, analysed_columns, entity_window_counts, input_statistics
+from finale.analyzer.metrics import (
+    SCOPE_NAMES,
+    analysed_columns,
+    entity_window_counts,
+    input_statistics,
+)
 from finale.analyzer.rules import learn_all
 from finale.analyzer.settings import DEFAULT_THRESHOLDS, DEFAULT_TOPIC, ThresholdParams
 from finale.analyzer.thresholds import ThresholdsError, thresholds_document, validate_thresholds
 from finale.common import spark_security
+from finale.common.cli import (
+    BOOTSTRAP_HELP,
+    DEFAULT_BOOTSTRAP,
+    OneLineErrorParser,
+    duration_seconds,
+    run_main,
+    write_json_atomically,
+)
 
 
 def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, DataFrame]:
@@ -245,7 +257,9 @@ def build_session(master: str, kafka: bool = False, app_name: str = "chaussettes
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
     if kafka:
-        from finale.tools.local_kafka import ensure_connector  # exits with one line naming the fix if missing
+        from finale.tools.local_kafka import (
+            ensure_connector,  # exits with one line naming the fix if missing
+        )
         builder = builder.config("spark.jars", ",".join(ensure_connector()))
     session = spark_security.get_or_create(builder, security)
     session.sparkContext.setLogLevel("WARN")

@@ -30,10 +30,11 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-from finale.common.cli import duration_seconds
 from finale.analyzer.metrics import SCOPE_NAMES
 from finale.analyzer.rules import RULES
-from finale.analyzer.settings import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS_PATH, ThresholdParams
+from finale.analyzer.settings import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS_PATH
+from finale.analyzer.settings import ThresholdParams
+from finale.common.cli import duration_seconds
 
 LEGACY_RULE = "error_rate"
 # Used when no thresholds file exists yet (before the first threshold_job.py run). Sized for the

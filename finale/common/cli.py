@@ -15,8 +15,8 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
 BOOTSTRAP_HELP = "Kafka bootstrap servers, comma-separated (env KAFKA_BOOTSTRAP_SERVERS)"

@@ -21,8 +21,8 @@ import os
 import shlex
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from finale.common.paths import ROOT
 

@@ -66,13 +66,26 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-from finale.common.cli import DEFAULT_BOOTSTRAP, BOOTSTRAP_HELP, OneLineErrorParser
-from finale.generator.incidents import (SURGE_MULTIPLIER, Incident, incident_spec, resolve_incidents,
-                       write_truth)
-from finale.generator.outputs import (COMPRESSIONS, CONFLUENT_MISSING, KAFKA_CLIENTS, KafkaSinkError,
-                     log, open_kafka, open_output, topic_name, write_stats)
+from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser
+from finale.generator.incidents import (
+    SURGE_MULTIPLIER,
+    Incident,
+    incident_spec,
+    resolve_incidents,
+    write_truth,
+)
+from finale.generator.outputs import (
+    COMPRESSIONS,
+    CONFLUENT_MISSING,
+    KAFKA_CLIENTS,
+    KafkaSinkError,
+    log,
+    open_kafka,
+    open_output,
+    topic_name,
+    write_stats,
+)
 from finale.generator.replay import run_replay
 from finale.generator.shop import ERROR_STATUSES, OK_STATUSES, REFERERS, SHOP, URLS, USER_AGENTS
 

@@ -26,13 +26,13 @@ import re
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
 
+from finale.analyzer.settings import GLOBAL_ENTITY
 from finale.common.cli import silence_stdout
 from finale.generator.incidents import Incident, write_truth
 from finale.generator.outputs import KafkaSinkError, log, open_kafka, open_output, write_stats
-from finale.analyzer.settings import GLOBAL_ENTITY
 
 # "[28/Nov/2026:09:14:03 +0000]" of an access-log line, for --replay --speed.
 LOG_TIME = re.compile(rb"\[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\]")

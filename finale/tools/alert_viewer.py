@@ -28,13 +28,13 @@ import signal
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
-
 
 from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, silence_stdout
+
 # AlertBook: the latest version per alert_id; emitted_at changes at every (re-)emission of the
 # same content, so it is not part of "what changed".
 from finale.generator.incidents import AlertBook, cause, clock
+
 COLUMNS = ("EMITTED", "SEVERITY", "SCOPE", "ENTITY", "WINDOW (UTC)", "REQUESTS", "ERRORS",
            "RATE", "THRESHOLD")
 # Rules whose threshold is a number of requests per window, not a rate (rules.py: surge).

@@ -21,9 +21,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser
-from finale.generator.incidents import AlertBook, match_incident, overlaps, parse_time, read_truth, summary
+from finale.generator.incidents import (
+    AlertBook,
+    match_incident,
+    overlaps,
+    parse_time,
+    read_truth,
+    summary,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

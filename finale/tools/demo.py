@@ -42,11 +42,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP
-from finale.generator.incidents import AlertBook, clock, read_truth, summary
-from finale.common.paths import FINALE_STATE, ROOT, SCRIPTS
 from finale.analyzer.status import read_status
+from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP
+from finale.common.paths import FINALE_STATE, ROOT, SCRIPTS
+from finale.generator.incidents import AlertBook, clock, read_truth, summary
 
 STATE = FINALE_STATE / "demo"
 ANALYZER_STATUS = STATE / "analyzer-status.json"

@@ -54,19 +54,27 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
-
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 
 from finale.analyzer.access_log import parse_access_log
-from finale.common.paths import FINALE_STATE, SCRIPTS
-from finale.common.cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically
-from finale.generator.incidents import INCIDENT_TARGETS, Truth, on_target, parse_time, read_truth, score
 from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
 from finale.analyzer.rules import fire_all, learn_all
-from finale.analyzer.settings import GLOBAL_ENTITY, Settings as AnalyzerSettings, ThresholdParams
-from finale.generator.shop import SHOP
-from finale.analyzer.thresholds import rule_thresholds_frame, thresholds_document
+from finale.analyzer.settings import GLOBAL_ENTITY, ThresholdParams
+from finale.analyzer.settings import Settings as AnalyzerSettings
 from finale.analyzer.threshold_job import add_threshold_options, bounded, build_session
+from finale.analyzer.thresholds import rule_thresholds_frame, thresholds_document
+from finale.common.cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically
+from finale.common.paths import FINALE_STATE, SCRIPTS
+from finale.generator.incidents import (
+    INCIDENT_TARGETS,
+    Truth,
+    on_target,
+    parse_time,
+    read_truth,
+    score,
+)
+from finale.generator.shop import SHOP
 
 DEFAULT_DIR = FINALE_STATE / "evaluate"
 DEFAULT_START = "2026-11-28T00:00:00Z"

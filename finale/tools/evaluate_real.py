@@ -30,18 +30,23 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-
 from finale.analyzer.access_log import parse_access_log
-from finale.common.cli import OneLineErrorParser, run_main
-from finale.tools.evaluate import Result, epoch, evaluate_window, from_epoch, in_range
-from finale.generator.incidents import cause, incident_spec, parse_time, read_truth
 from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
-from finale.generator.replay import inject, open_log, replay_incidents
 from finale.analyzer.rules import fire_all
-from finale.common.paths import FINALE_STATE
-from finale.analyzer.settings import Settings as AnalyzerSettings, ThresholdParams
+from finale.analyzer.settings import Settings as AnalyzerSettings
+from finale.analyzer.settings import ThresholdParams
+from finale.analyzer.threshold_job import (
+    add_threshold_options,
+    bounded,
+    build_session,
+    threshold_params,
+)
 from finale.analyzer.thresholds import rule_thresholds_frame
-from finale.analyzer.threshold_job import add_threshold_options, bounded, build_session, threshold_params
+from finale.common.cli import OneLineErrorParser, run_main
+from finale.common.paths import FINALE_STATE
+from finale.generator.incidents import cause, incident_spec, parse_time, read_truth
+from finale.generator.replay import inject, open_log, replay_incidents
+from finale.tools.evaluate import Result, epoch, evaluate_window, from_epoch, in_range
 
 DEFAULT_DIR = FINALE_STATE / "evaluate-real"
 DEFAULT_LEARN_HOURS = 48.0

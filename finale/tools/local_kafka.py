@@ -40,7 +40,6 @@ from pathlib import Path
 from finale.common.cli import DEFAULT_BOOTSTRAP
 from finale.common.paths import CACHE, STATE
 
-
 # Pinned in one place. Kafka 4.2.2: newest patch release of the 4.2 line; its broker class files
 # target Java 17 (class version 61) and it resolves from Maven Central without conflicts.
 KAFKA_VERSION = "4.2.2"

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from finale.common import spark_security
 from finale.common.cli import OneLineErrorParser
 
