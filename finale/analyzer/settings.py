@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finale.common.paths import FINALE_STATE
+from finale.common.topics import ALERTS, DEAD_LETTERS, LOGS
 
 STATE = FINALE_STATE
 DEFAULT_THRESHOLDS = STATE / "thresholds.json"
 DEFAULT_CHECKPOINT = STATE / "checkpoints"
 DEFAULT_STATUS = STATE / "analyzer-status.json"
-DEFAULT_TOPIC = "http-logs"
-DEFAULT_ALERTS_TOPIC = "alerts"
-DEFAULT_DLQ_TOPIC = "http-logs-dlq"
+DEFAULT_TOPIC = LOGS.name
+DEFAULT_ALERTS_TOPIC = ALERTS.name
+DEFAULT_DLQ_TOPIC = DEAD_LETTERS.name
 # Most Kafka records one micro-batch reads: after an outage or a burst the backlog is drained in
 # batches of this size instead of one batch holding all of it (memory, latency of the first alert).
 # 20,000 records are a few seconds of work on 2 cores (finale/README.md, "Performance"): a backlog

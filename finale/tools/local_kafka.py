@@ -39,6 +39,7 @@ from pathlib import Path
 
 from finale.common.cli import DEFAULT_BOOTSTRAP
 from finale.common.paths import CACHE, STATE
+from finale.common.topics import TOPICS
 
 # Pinned in one place. Kafka 4.2.2: newest patch release of the 4.2 line; its broker class files
 # target Java 17 (class version 61) and it resolves from Maven Central without conflicts.
@@ -64,15 +65,6 @@ DEFAULT_STATE_DIR = STATE / "kafka"
 DEFAULT_PORT = 9092
 STAMP = ".complete"
 FIX_FETCH = "run `make setup` (or `python finale/local_kafka.py fetch`)"
-
-# The project's topics: name -> (partitions, topic configs). http-logs records carry the broker's
-# clock (LogAppendTime), not the producer's: the analyzer's --max-future check compares each line's
-# date with its record's timestamp. (An existing topic keeps its type: ensure_topics only creates.)
-TOPICS = {
-    "http-logs": (3, {"message.timestamp.type": "LogAppendTime"}),
-    "alerts": (1, {"cleanup.policy": "compact"}),
-    "http-logs-dlq": (1, {}),
-}
 
 # Kept so a broker started from this process is reaped by stop() instead of lingering as a zombie.
 _children: dict[int, subprocess.Popen] = {}
@@ -524,8 +516,9 @@ def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS) -> list[str]:
     admin = _admin(bootstrap_servers)
     try:
         existing = set(admin.list_topics())
-        missing = {name: {"num_partitions": partitions, "replication_factor": 1, "configs": configs}
-                   for name, (partitions, configs) in topics.items() if name not in existing}
+        missing = {name: {"num_partitions": topic.partitions, "replication_factor": 1,
+                          "configs": topic.configs}
+                   for name, topic in topics.items() if name not in existing}
         if missing:
             try:
                 admin.create_topics(missing, wait_for_metadata=True)

@@ -1,0 +1,31 @@
+"""The project's Kafka topics and their configs: the one declaration.
+
+`local_kafka.py` creates them on the local broker; docker-compose.yml's `topics` service creates
+the same ones (tests/test_topics_contract.py fails when the two disagree); the scripts' topic
+defaults are these names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+# One access-log line per record, key = the client address. The broker stamps each record
+# (LogAppendTime): the analyzer's --max-future check compares a line's date with that clock, so
+# a producer's wrong clock cannot make a far-future line look recent.
+LOGS = Topic("http-logs", 3, {"message.timestamp.type": "LogAppendTime"},
+             "the access-log lines, one per record")
+# key = alert_id, value = the alert record (finale/common/alert.py). Compacted: an alert
+# re-emitted by a later micro-batch or a replay replaces its earlier copy.
+ALERTS = Topic("alerts", 1, {"cleanup.policy": "compact"}, "the alerts, one record per alert_id")
+# The lines the analyzer cannot count, unchanged, with why in the headers.
+DEAD_LETTERS = Topic("http-logs-dlq", 1, {}, "the lines that do not parse, with a reason header")
+
+TOPICS: dict[str, Topic] = {topic.name: topic for topic in (LOGS, ALERTS, DEAD_LETTERS)}
