@@ -1,4 +1,5 @@
-"""finale/alert_viewer.py: deduplication by alert_id against a real broker, and the table rendering."""
+"""finale/tools/alert_viewer.py: deduplication by alert_id against a real broker, and the table
+rendering of the alert record (finale/common/alert.py)."""
 import json
 import subprocess
 import sys
@@ -6,16 +7,18 @@ import uuid
 
 from conftest import ROOT
 
+from finale.common import alert as alert_record
 from finale.tools import alert_viewer as viewer
 
 
 def alert(alert_id, entity_type, entity, requests, errors, emitted_at, severity="warning",
           window=("2026-11-28T09:00:00.000Z", "2026-11-28T09:00:30.000Z")):
-    return {"alert_id": alert_id, "rule": "error_rate_above_threshold", "entity_type": entity_type,
+    return {"alert_id": alert_id, "rule": "error_rate", "entity_type": entity_type,
             "entity": entity, "window_start": window[0], "window_end": window[1],
             "requests": requests, "errors": errors, "error_rate": errors / requests,
             "threshold": 0.05, "thresholds_version": "v1", "severity": severity,
-            "emitted_at": emitted_at}
+            "error_share": None, "top_entities": None, "metric": "error_rate",
+            "value": errors / requests, "unit": "rate", "emitted_at": emitted_at}
 
 
 A1 = alert("a", "ip", "10.0.0.1", 20, 10, "2026-11-28T09:00:21.000Z")
@@ -55,7 +58,7 @@ def test_json_output_is_deduplicated_by_alert_id(kafka):
     assert result.returncode == 0, result.stderr
     # A1_AGAIN differs from A1 only by emitted_at: dropped. A2 is a newer version of "a": printed.
     assert [json.loads(line) for line in result.stdout.splitlines()] == [A1, B1, A2, C1]
-    assert "skipped a record that is not a JSON object" in result.stderr
+    assert result.stderr == f"warning: skipped a record that is not a JSON alert at {topic}/0@4\n"
 
 
 def test_table_keeps_the_latest_version_newest_first(kafka):
@@ -78,11 +81,18 @@ def test_alert_book_latest_version_wins():
     assert book.newest_first() == [C1, A2, B1]
 
 
+def test_alert_fixtures_are_records_of_the_one_schema():
+    assert tuple(A1) == alert_record.COLUMNS
+
+
 def test_render_table():
     expected = (
-        "EMITTED   SEVERITY  SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS   RATE  THRESHOLD\n"
-        "09:00:40  warning   global  *         09:00:10-09:00:40      1000     120  12.0%       5.0%\n"
-        "09:00:31  critical  ip      10.0.0.1  09:00:00-09:00:30        40      30  75.0%       5.0%"
+        "EMITTED   SEVERITY  RULE        SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS"
+        "  VALUE  THRESHOLD\n"
+        "09:00:40  warning   error_rate  global  *         09:00:10-09:00:40      1000     120"
+        "  12.0%       5.0%\n"
+        "09:00:31  critical  error_rate  ip      10.0.0.1  09:00:00-09:00:30        40      30"
+        "  75.0%       5.0%"
     )
     assert viewer.render_table([C1, A2]) == expected
     coloured = viewer.render_table([C1, A2], colour=True)
@@ -91,11 +101,16 @@ def test_render_table():
         viewer.render_table([C1]) + "\n... 1 older alert(s) not shown")
 
 
-def test_render_table_surge_threshold_is_requests_not_a_rate():
+def test_render_table_shows_value_and_threshold_in_the_rules_unit():
+    # A count rule (surge): its value and threshold are requests, not rates.
     surge = dict(alert("s", "ip", "10.0.0.7", 300, 0, "2026-11-28T09:00:50.000Z"),
-                 rule="surge", threshold=24.5)
+                 rule="surge", threshold=24.5, metric="requests", value=300.0, unit="count")
     assert viewer.render_table([surge]).splitlines()[1] == (
-        "09:00:50  warning   ip     10.0.0.7  09:00:00-09:00:30       300       0  0.0%       24.5")
+        "09:00:50  warning   surge  ip     10.0.0.7  09:00:00-09:00:30       300       0"
+        "    300       24.5")
+    # An alert of an older analyzer, without metric, value and unit: '-', not a wrong number.
+    old = {key: value for key, value in A1.items() if key not in ("metric", "value", "unit")}
+    assert viewer.render_table([old]).splitlines()[1].endswith("20      10      -       0.05")
 
 
 def test_render_table_cause_column_when_an_alert_names_its_cause():
@@ -105,15 +120,15 @@ def test_render_table_cause_column_when_an_alert_names_its_cause():
         {"entity_type": "ip", "entity": "10.0.0.2", "requests": 1, "errors": 1},
         {"entity_type": "url", "entity": "/wp-login.php", "requests": 54, "errors": 54}])
     expected = (
-        "EMITTED   SEVERITY  SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS   RATE  THRESHOLD"
-        "  CAUSE\n"
-        "09:00:40  warning   global  *         09:00:10-09:00:40      1000     120  12.0%       5.0%"
-        "  ip 198.51.100.7 54/60, url /wp-login.php 54/54\n"
-        "09:00:31  critical  ip      10.0.0.1  09:00:00-09:00:30        40      30  75.0%       5.0%"
-        "  98% of the window's errors"
+        "EMITTED   SEVERITY  RULE        SCOPE   ENTITY    WINDOW (UTC)       REQUESTS  ERRORS"
+        "  VALUE  THRESHOLD  CAUSE\n"
+        "09:00:40  warning   error_rate  global  *         09:00:10-09:00:40      1000     120"
+        "  12.0%       5.0%  ip 198.51.100.7 54/60, url /wp-login.php 54/54\n"
+        "09:00:31  critical  error_rate  ip      10.0.0.1  09:00:00-09:00:30        40      30"
+        "  75.0%       5.0%  98% of the window's errors"
     )
     assert viewer.render_table([named, scanner]) == expected
-    # Alerts without the cause fields (an older analyzer): no CAUSE column, as before.
+    # Alerts without a cause: no CAUSE column.
     assert viewer.render_table([C1, A2]) == viewer.render_table([dict(C1, top_entities=None), A2])
     assert "CAUSE" not in viewer.render_table([C1, A2])
 

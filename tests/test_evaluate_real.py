@@ -70,9 +70,11 @@ def test_evaluate_real_on_a_slice(spark, tmp_path):
 
 
 def test_reason_names_the_threshold_and_the_cause():
-    document = {"thresholds": [{"scope": "ip", "entity": "173.231.60.198", "value": 0.2}]}
-    own = {"entity_type": "ip", "entity": "173.231.60.198", "errors": 8, "requests": 12,
-           "error_rate": 8 / 12, "threshold": 0.2, "error_share": 0.8, "top_entities": None}
+    document = {"thresholds": [{"rule": "error_rate", "scope": "ip", "entity": "173.231.60.198",
+                                "value": 0.2}]}
+    own = {"rule": "error_rate", "entity_type": "ip", "entity": "173.231.60.198", "errors": 8,
+           "requests": 12, "error_rate": 8 / 12, "threshold": 0.2, "error_share": 0.8,
+           "top_entities": None, "metric": "error_rate", "value": 8 / 12, "unit": "rate"}
     assert evaluate_real.reason(own, document) == (
         "8/12 errors (67%) > 0.2 (its own); cause: 80% of the window's errors")
     population = dict(own, entity="10.0.0.1", threshold=0.4, error_share=None)
@@ -83,3 +85,8 @@ def test_reason_names_the_threshold_and_the_cause():
                  error_share=None)
     assert evaluate_real.reason(surge, document) == (
         "surge: 41 requests > 25 + 3 x sqrt(25) = 40.0 (ip population)")
+    # Another rule is explained by what its alert says it compared, in its unit.
+    transfer = dict(own, rule="big_transfer", errors=0, error_rate=0.0, threshold=2e6,
+                    error_share=None, metric="bytes", value=3e6, unit="count")
+    assert evaluate_real.reason(transfer, document) == (
+        "big_transfer: bytes 3000000 > 2000000 (ip population)")

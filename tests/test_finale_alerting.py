@@ -10,14 +10,19 @@ from pyspark.testing import assertDataFrameEqual
 from finale.analyzer import access_log, metrics, rules
 from finale.analyzer import settings as finale_settings
 from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer.rules import common as rules_common
+from finale.analyzer.rules import error_rate, surge
+from finale.common import alert
 
 COUNTS_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                  "requests long, errors long, error_rate double")
-ALERTS_SCHEMA = ("alert_id string, rule string, entity_type string, entity string, "
-                 "window_start timestamp, window_end timestamp, requests long, errors long, "
-                 "error_rate double, threshold double, thresholds_version string, severity string, "
-                 "error_share double, top_entities array<struct<entity_type:string,entity:string,"
-                 "requests:bigint,errors:bigint>>")
+# The alerts a rule returns: the alert record without emitted_at (finale/common/alert.py).
+ALERTS_SCHEMA = alert.RULE_DDL
+
+
+def RATE(value: float) -> tuple:
+    """The metric fields of an error_rate alert: the rate it compared, shown as a rate."""
+    return ("error_rate", value, "rate")
 
 
 def t(second: int, minute: int = 0) -> datetime:
@@ -65,7 +70,9 @@ def test_entity_window_counts_three_scopes_overlapping_windows(spark):
         (*w4, "global", "*", 1, 1, 1.0),
         (*w4, "ip", "10.0.0.2", 1, 1, 1.0),
     ], COUNTS_SCHEMA)
-    assert counts.columns == list(metrics.COUNTS_COLUMNS)
+    assert counts.columns == list(metrics.counts_columns())
+    # The built-in metrics (a metric added to METRICS adds a column this test does not know).
+    counts = counts.select(*expected.columns)
     assert dict(counts.dtypes) == dict(expected.dtypes)
     assertDataFrameEqual(counts, expected)
 
@@ -76,7 +83,7 @@ def test_wilson_lower_bound_matches_hand_computation(spark):
     # = (0.99208 - 1.96·sqrt(0.025604)) / 1.38416 = (0.99208 - 0.3136245) / 1.38416 = 0.4901568
     frame = spark.createDataFrame([(8, 10), (0, 0), (0, 10), (10, 10)], "errors long, requests long")
     bounds = [row[0] for row in frame.select(
-        rules.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
+        rules_common.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
     assert bounds[0] == pytest.approx(0.4901568, abs=1e-7)
     assert bounds[1] is None                      # no request: no bound, never fires
     assert bounds[2] == pytest.approx(0.0, abs=1e-12)
@@ -120,7 +127,7 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
 
     # inhibit_by_global=False: this test is about which threshold applies; the global row fires
     # in the same window W, and by default it would inhibit the ip and url alerts (tested below).
-    fired = rules.alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
+    fired = error_rate.error_rate_alerts(counts, thresholds, min_requests=5, min_errors=3, z=1.0,
                          thresholds_version="v1", inhibit_by_global=False)
 
     # error_share: the entity's errors / the 150 global errors of W. top_entities: the 3 ips and
@@ -129,22 +136,22 @@ def test_alerts_threshold_entity_then_population_then_global(spark):
            ("url", "/x", 20, 10), ("url", "/quiet", 100, 3)]
     expected = spark.createDataFrame([
         (alert_id("ip", "10.0.0.1"), "error_rate", "ip", "10.0.0.1", *W, 20, 10, 0.5, 0.30, "v1",
-         "critical", 10 / 150, None),
+         "critical", 10 / 150, None, *RATE(0.5)),
         (alert_id("url", "/x"), "error_rate", "url", "/x", *W, 20, 10, 0.5, 0.10, "v1", "critical",
-         10 / 150, None),
+         10 / 150, None, *RATE(0.5)),
         (alert_id("url", "/quiet"), "error_rate", "url", "/quiet", *W, 100, 3, 0.03, 0.01, "v1",
-         "critical", 3 / 150, None),
+         "critical", 3 / 150, None, *RATE(0.03)),
         (alert_id("global", "*"), "error_rate", "global", "*", *W, 1000, 150, 0.15, 0.10, "v1",
-         "warning", None, top),
+         "warning", None, top, *RATE(0.15)),
     ], ALERTS_SCHEMA)
-    assert fired.columns == list(rules.ALERT_COLUMNS)
+    assert fired.columns == list(alert.RULE_COLUMNS)
     assertDataFrameEqual(fired, expected)
 
     # The global row the Wilson bound holds back (12/100: bound 0.0912 < 0.10) on its own:
     quiet = counts_frame(spark, [("global", "*", 100, 12)])
-    assert rules.alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
+    assert error_rate.error_rate_alerts(quiet, thresholds, 5, 3, 1.0).count() == 0
     # ... and fires once the confidence asked for is low enough (z = 0.5: bound 0.1043).
-    assert rules.alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
+    assert error_rate.error_rate_alerts(quiet, thresholds, 5, 3, 0.5).count() == 1
 
 
 def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
@@ -166,7 +173,8 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
 
     def row(entity_type, entity, window, requests, errors, threshold, share=None, top=None):
         return (alert_id(entity_type, entity, window), "error_rate", entity_type, entity, *window,
-                requests, errors, errors / requests, threshold, "v1", "critical", share, top)
+                requests, errors, errors / requests, threshold, "v1", "critical", share, top,
+                *RATE(errors / requests))
 
     global_w1 = row("global", "*", w1, 100, 50, 0.10,
                     top=[("ip", "10.0.0.1", 20, 10), ("url", "/x", 20, 10)])
@@ -175,11 +183,11 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
     url_w1 = row("url", "/x", w1, 20, 10, 0.30, share=0.2)
     ip_w2 = row("ip", "10.0.0.2", w2, 20, 10, 0.30, share=1.0)
 
-    inhibited = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1")
-    assert inhibited.columns == list(rules.ALERT_COLUMNS)
+    inhibited = error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0, "v1")
+    assert inhibited.columns == list(alert.RULE_COLUMNS)
     assertDataFrameEqual(inhibited, spark.createDataFrame([global_w1, ip_w2], ALERTS_SCHEMA))
 
-    everything = rules.alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
+    everything = error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
     assertDataFrameEqual(everything,
                          spark.createDataFrame([global_w1, ip_w1, url_w1, ip_w2], ALERTS_SCHEMA))
 
@@ -205,17 +213,17 @@ def test_scanner_alone_in_a_quiet_window_keeps_its_alerts_and_is_named_by_the_gl
     top = [("ip", scanner, 60, 54), ("ip", "10.0.0.2", 1, 1), ("url", probe, 54, 54),
            ("url", "/feed", 1, 1)]
     global_alert = (alert_id("global", "*"), "error_rate", "global", "*", *W, 64, 55, 55 / 64, 0.10,
-                    "v1", "critical", None, top)
+                    "v1", "critical", None, top, *RATE(55 / 64))
     expected = spark.createDataFrame([
         global_alert,
         (alert_id("ip", scanner), "error_rate", "ip", scanner, *W, 60, 54, 0.9, 0.30, "v1",
-         "critical", 54 / 55, None),
+         "critical", 54 / 55, None, *RATE(0.9)),
         (alert_id("url", probe), "error_rate", "url", probe, *W, 54, 54, 1.0, 0.30, "v1",
-         "critical", 54 / 55, None),
+         "critical", 54 / 55, None, *RATE(1.0)),
     ], ALERTS_SCHEMA)
-    assertDataFrameEqual(rules.alerts(counts, thresholds, 5, 3, 3.0, "v1"), expected)
+    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1"), expected)
     # Only a sole cause kept (cause_share 1.0): 54/55 is not enough, both are inhibited.
-    assertDataFrameEqual(rules.alerts(counts, thresholds, 5, 3, 3.0, "v1", cause_share=1.0),
+    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1", cause_share=1.0),
                          spark.createDataFrame([global_alert], ALERTS_SCHEMA))
 
 
@@ -228,7 +236,7 @@ def test_alerts_min_requests_and_min_errors_gates(spark):
 
     def fired(min_requests, min_errors):
         return sorted(row.entity for row in
-                      rules.alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
+                      error_rate.error_rate_alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
 
     assert fired(5, 3) == []
     assert fired(4, 3) == ["10.0.0.2"]
@@ -247,10 +255,10 @@ def test_alert_id_deterministic_and_unique_per_rule_entity_window(spark):
     recounted = spark.createDataFrame([(*W, "ip", "10.0.0.1", 40, 30, 0.75)], COUNTS_SCHEMA)
 
     first = {(r.entity_type, r.window_start): r.alert_id
-             for r in rules.alerts(counts, thresholds, 5, 3, 1.0).collect()}
+             for r in error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0).collect()}
     again = {(r.entity_type, r.window_start): r.alert_id
-             for r in rules.alerts(counts, thresholds, 5, 3, 1.0).collect()}
-    grown = rules.alerts(recounted, thresholds, 5, 3, 1.0, "v2").collect()
+             for r in error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0).collect()}
+    grown = error_rate.error_rate_alerts(recounted, thresholds, 5, 3, 1.0, "v2").collect()
 
     assert first == again
     assert first == {("ip", W[0]): alert_id("ip", "10.0.0.1"),
@@ -265,57 +273,61 @@ def test_read_thresholds_defaults_file_and_bad_file(spark, tmp_path):
     missing = thresholds_file.read_thresholds(tmp_path / "absent.json")
     assert missing["version"] == "defaults"
     assertDataFrameEqual(
-        thresholds_file.thresholds_frame(spark, missing),
-        spark.createDataFrame([("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
-                              thresholds_file.THRESHOLDS_SCHEMA))
+        thresholds_file.rule_thresholds_frame(spark, missing),
+        spark.createDataFrame([("error_rate", "global", None, 0.10),
+                               ("error_rate", "ip", None, 0.30),
+                               ("error_rate", "url", None, 0.30)],
+                              thresholds_file.RULE_THRESHOLDS_SCHEMA))
 
     path = tmp_path / "thresholds.json"
     path.write_text(json.dumps({"version": "abc", "thresholds": [
-        {"scope": "global", "entity": None, "value": 0.05, "windows": 10, "requests": 900},
-        {"scope": "url", "entity": "/cart", "value": 0.2, "windows": 9, "requests": 90},
+        {"rule": "error_rate", "scope": "global", "entity": None, "value": 0.05, "windows": 10,
+         "requests": 900},
+        {"rule": "surge", "scope": "url", "entity": "/cart", "value": 20.0, "windows": 9,
+         "requests": 90},
     ]}))
     data = thresholds_file.read_thresholds(path)
     assert data["version"] == "abc"
-    frame = thresholds_file.thresholds_frame(spark, data)
-    assert frame.columns == ["scope", "entity", "value"]
+    frame = thresholds_file.rule_thresholds_frame(spark, data)
+    assert frame.columns == ["rule", "scope", "entity", "value"]
     assertDataFrameEqual(frame, spark.createDataFrame(
-        [("global", None, 0.05), ("url", "/cart", 0.2)], thresholds_file.THRESHOLDS_SCHEMA))
+        [("error_rate", "global", None, 0.05), ("surge", "url", "/cart", 20.0)],
+        thresholds_file.RULE_THRESHOLDS_SCHEMA))
 
     path.write_text('{"version": "abc", "thresholds": [')   # half-written
     with pytest.raises(ValueError, match="not valid JSON"):
         thresholds_file.read_thresholds(path)
 
 
-def test_thresholds_file_rule_field_old_files_load_as_error_rate(spark, tmp_path):
+def test_thresholds_file_of_an_unknown_rule_is_refused_until_its_code_is_deployed(spark, tmp_path):
     path = tmp_path / "thresholds.json"
-    path.write_text(json.dumps({"version": "mixed", "thresholds": [
-        {"scope": "global", "entity": None, "value": 0.05},                      # before rules
+    path.write_text(json.dumps({"version": "new", "thresholds": [
         {"rule": "error_rate", "scope": "ip", "entity": None, "value": 0.3},
         {"rule": "traffic_drop", "scope": "global", "entity": None, "value": 0.5},
+        {"scope": "global", "entity": None, "value": 0.05},
     ]}))
     # Only a registered rule's thresholds load (a file for another analyzer is refused whole).
-    with pytest.raises(thresholds_file.ThresholdsError, match=r"thresholds\[2\] \(rule traffic_drop, "
-                       r"scope global, entity None\): unknown rule \(known: error_rate"):
+    with pytest.raises(thresholds_file.ThresholdsError,
+                       match=r"thresholds\[1\] \(rule traffic_drop, scope global, entity None\): "
+                             r"unknown rule \(known: error_rate, surge.*; deploy a new rule's code "
+                             r"before thresholds that name it\)"):
         thresholds_file.read_thresholds(path)
-    registered = "traffic_drop" not in rules.RULES
-    if registered:
-        rules.register("traffic_drop", fire=rules.fire_error_rate, learn=rules.robust_thresholds)
+    rules.register("traffic_drop", fire=error_rate.fire_error_rate,
+                   learn=error_rate.error_rate_thresholds, metric="error_rate", unit="rate")
     try:
+        # Once the rule is deployed, the file is refused for its next fault: an item without rule.
+        with pytest.raises(thresholds_file.ThresholdsError,
+                           match=r"thresholds\[2\] \(rule None, scope global, entity None\): "
+                                 r"unknown rule"):
+            thresholds_file.read_thresholds(path)
+        document = json.loads(path.read_text())
+        del document["thresholds"][2]
+        path.write_text(json.dumps(document))
         data = thresholds_file.read_thresholds(path)
     finally:
-        if registered:
-            del rules.RULES["traffic_drop"]
-    assert [item["rule"] for item in data["thresholds"]] == ["error_rate", "error_rate",
-                                                             "traffic_drop"]
-    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data), spark.createDataFrame(
-        [("global", None, 0.05), ("ip", None, 0.3)], thresholds_file.THRESHOLDS_SCHEMA))
-    assertDataFrameEqual(thresholds_file.thresholds_frame(spark, data, "traffic_drop"),
-                         spark.createDataFrame([("global", None, 0.5)],
-                                               thresholds_file.THRESHOLDS_SCHEMA))
+        del rules.RULES["traffic_drop"]
     assert [row.rule for row in thresholds_file.rule_thresholds_frame(spark, data).collect()] == [
-        "error_rate", "error_rate", "traffic_drop"]
-    assert {item["rule"] for item in thresholds_file.read_thresholds(tmp_path / "absent")[
-        "thresholds"]} == {"error_rate"}
+        "error_rate", "traffic_drop"]
 
 
 def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
@@ -325,7 +337,7 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
     every_rule = spark.createDataFrame(
         [("error_rate", "ip", None, 0.30), ("other", "ip", None, 0.0)],
         thresholds_file.RULE_THRESHOLDS_SCHEMA)
-    assert list(rules.RULES) == ["error_rate", "surge"]
+    assert list(rules.RULES)[:2] == ["error_rate", "surge"]   # built-in first, then by name
     fired = rules.fire_all(counts, every_rule, settings, "v1")
     assert [(row.rule, row.entity, row.threshold) for row in fired.collect()] == [
         ("error_rate", "10.0.0.1", 0.30)]
@@ -333,13 +345,15 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
     # A second rule is one registration: fire_all returns its alerts too, in the same columns.
     def every_window(counts, thresholds, settings, version):
         assert thresholds.columns == ["scope", "entity", "value"]
-        return rules.alerts(counts, thresholds, 1, 0, 0.0, version, inhibit_by_global=False) \
+        return error_rate.error_rate_alerts(counts, thresholds, 1, 0, 0.0, version, inhibit_by_global=False) \
             .withColumn("rule", F.lit("other"))
 
-    rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+    rules.register("other", fire=every_window, learn=error_rate.error_rate_thresholds,
+                   metric="error_rate", unit="rate")
     try:
         with pytest.raises(ValueError, match="already registered"):
-            rules.register("other", fire=every_window, learn=rules.robust_thresholds)
+            rules.register("other", fire=every_window, learn=error_rate.error_rate_thresholds,
+                           metric="error_rate", unit="rate")
         fired = rules.fire_all(counts, every_rule, settings, "v1")
         assert sorted((row.rule, row.entity, row.threshold) for row in fired.collect()) == [
             ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0), ("other", "10.0.0.2", 0.0)]
@@ -369,15 +383,16 @@ def test_surge_entity_then_population_threshold_poisson_margin_and_inhibition(sp
             f"surge|{entity_type}|{entity}|{int(window[0].timestamp() * 1e6)}|"
             f"{int(window[1].timestamp() * 1e6)}".encode()).hexdigest()
         return (alert_id, "surge", entity_type, entity, *window, requests, 0, 0.0, threshold,
-                "v7", severity, None, None)  # no cause fields: they are error_rate's
+                "v7", severity, None, None,  # no cause fields: they are error_rate's
+                "requests", float(requests), "count")
 
-    fired = rules.surge_alerts(counts, thresholds, 5, 3.0, "v7")
+    fired = surge.surge_alerts(counts, thresholds, 5, 3.0, "v7")
     assertDataFrameEqual(fired, spark.createDataFrame([
         alert(w1, "ip", "10.0.0.1", 41, 25.0, "warning"),      # 41 < 2 x 25
         alert(w1, "ip", "10.0.0.3", 14, 4.0, "critical"),      # 14 >= 2 x 4
         alert(w2, "global", "*", 200, 81.0, "critical"),
     ], ALERTS_SCHEMA))
-    kept = rules.surge_alerts(counts, thresholds, 5, 3.0, "v7", inhibit_by_global=False)
+    kept = surge.surge_alerts(counts, thresholds, 5, 3.0, "v7", inhibit_by_global=False)
     assert sorted((r.entity, r.window_start) for r in kept.collect()) == [
         ("*", w2[0]), ("10.0.0.1", w1[0]), ("10.0.0.1", w2[0]), ("10.0.0.3", w1[0])]
     # The defaults hold no surge threshold: the rule is silent without a thresholds file.
@@ -400,7 +415,7 @@ def test_surge_thresholds_learned_from_request_counts(spark):
     rows.append((t(0, 5), t(0, 6), "ip", "10.0.0.3", 4, 0, 0.0))
     counts = spark.createDataFrame(rows, COUNTS_SCHEMA)
 
-    learned = rules.surge_thresholds(counts, params).select("scope", "entity", "value", "windows",
+    learned = surge.surge_thresholds(counts, params).select("scope", "entity", "value", "windows",
                                                             "requests")
     # 10.0.0.1: median 11.5, MAD median(1.5, 0.5, 0.5, 18.5) = 1, P50 = 11.5:
     #   max(11.5, 11.5 + 4.4478, 23) = 23.

@@ -16,10 +16,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from pyspark.testing import assertDataFrameEqual
 
-from finale.analyzer import access_log, metrics, rules, status
+from finale.analyzer import access_log, metrics, pipeline, rules, sinks, status
 from finale.analyzer import app as analyzer
 from finale.analyzer import settings as finale_settings
 from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer.settings import Settings
 from finale.generator import app as generator
 
 RATE = 20                  # lines per second of log time: 12 requests per IP and 30 s window
@@ -27,7 +28,7 @@ LINES = 3000               # 150 s of log time
 START = "2026-11-28T09:00:00Z"
 SEED = 11
 INCIDENTS = ("ip@20+30", "url@60+30", "global@110+20")
-SETTINGS = analyzer.Settings(thresholds_path="/nonexistent/thresholds.json")  # the defaults
+SETTINGS = Settings(thresholds_path="/nonexistent/thresholds.json")  # the defaults
 WINDOW_S, TRIGGER_S = 30, 5
 TIMEOUT = 240
 
@@ -109,8 +110,8 @@ class Capture:
 def alerts_query(spark, bootstrap, topic, checkpoint, trigger, counts=None, dead=None,
                  settings=SETTINGS, max_offsets_per_trigger=None):
     captured = Capture()
-    source = analyzer.kafka_source(spark, bootstrap, topic, "earliest", max_offsets_per_trigger)
-    writers, _ = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, bootstrap, topic, "earliest", max_offsets_per_trigger)
+    writers, _ = pipeline.build_queries(
         source, alert_sink=captured, dead_letter_sink=dead or Capture(), counts_sink=counts,
         checkpoint=checkpoint, trigger=trigger, settings=settings, log=lambda message: None)
     return writers, captured
@@ -249,11 +250,11 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
     send(kafka, topic, mixed)
 
     counts, fired = Capture(), Capture()
-    source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
-    writers, handler = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, kafka, topic, "earliest", None)
+    writers, handler = pipeline.build_queries(
         source, alert_sink=fired, counts_sink=counts,
-        dead_letter_sink=analyzer.kafka_sink(
-            kafka, dlq_topic, lambda dead: analyzer.dead_letter_records(dead, topic)),
+        dead_letter_sink=sinks.kafka_sink(
+            kafka, dlq_topic, lambda dead: sinks.dead_letter_records(dead, topic)),
         checkpoint=tmp_path / "ck", trigger={"availableNow": True}, settings=SETTINGS,
         log=lambda message: None)
     # The analyzer's own listener: its status file must account for every line and letter.
@@ -400,11 +401,11 @@ def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, t
     with_incidents, _, truth = traffic
     topic, dlq_topic = new_topics(kafka, "future", "future-dlq", partitions=1)
     fired = Capture()
-    source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
-    writers, handler = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, kafka, topic, "earliest", None)
+    writers, handler = pipeline.build_queries(
         source, alert_sink=fired,
-        dead_letter_sink=analyzer.kafka_sink(
-            kafka, dlq_topic, lambda dead: analyzer.dead_letter_records(dead, topic)),
+        dead_letter_sink=sinks.kafka_sink(
+            kafka, dlq_topic, lambda dead: sinks.dead_letter_records(dead, topic)),
         checkpoint=tmp_path / "ck", trigger={"processingTime": "1 second"}, settings=SETTINGS,
         log=lambda message: None)
     status_path = tmp_path / "status.json"
@@ -463,8 +464,8 @@ def test_a_bad_thresholds_file_on_hot_reload_keeps_the_last_good_one(spark, kafk
     settings = dataclasses.replace(SETTINGS, thresholds_path=path, thresholds_required=True)
     (topic,) = new_topics(kafka, "reload", partitions=1)
     fired, messages = Capture(), []
-    source = analyzer.kafka_source(spark, kafka, topic, "earliest", None)
-    writers, handler = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, kafka, topic, "earliest", None)
+    writers, handler = pipeline.build_queries(
         source, alert_sink=fired, dead_letter_sink=Capture(), checkpoint=tmp_path / "ck",
         trigger={"processingTime": "1 second"}, settings=settings, log=messages.append)
     status_path = tmp_path / "status.json"
@@ -498,7 +499,8 @@ def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
 
     def document(version, value):
         return json.dumps({"version": version,
-                           "thresholds": [{"scope": "global", "entity": None, "value": value}]})
+                           "thresholds": [{"rule": "error_rate", "scope": "global",
+                                           "entity": None, "value": value}]})
 
     frame, version = thresholds.current(spark)                  # no file: the defaults
     assert version == "defaults" and frame.count() == 3
@@ -519,7 +521,7 @@ def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
 def test_cli_no_inhibit_reaches_the_settings():
     assert analyzer.settings_from_args(analyzer.parse_args([])).inhibit_by_global is True
     assert analyzer.settings_from_args(analyzer.parse_args(["--no-inhibit"])).inhibit_by_global is False
-    assert analyzer.Settings().inhibit_by_global is True
+    assert Settings().inhibit_by_global is True
     assert analyzer.settings_from_args(analyzer.parse_args([])).cause_share == 0.5
     assert analyzer.settings_from_args(
         analyzer.parse_args(["--cause-share", "1"])).cause_share == 1.0

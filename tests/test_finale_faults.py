@@ -21,8 +21,8 @@ from conftest import ROOT, free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
 from test_finale_analyzer import generate, new_topics, parse_time, send
 
-from finale.analyzer import app as analyzer
-from finale.analyzer import status, thresholds
+from finale.analyzer import pipeline, status, thresholds
+from finale.analyzer.settings import Settings
 from finale.tools import local_kafka
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.spark]
@@ -145,14 +145,14 @@ MAX_OFFSETS = 1000  # 3,000 lines -> 4 batches (999 x 3 + 3): room for a kill be
 def reference_run(spark, bootstrap: str, topic: str, alerts: str, dlq: str, folder: Path) -> None:
     """The uninterrupted run: the analyzer's own queries and Kafka sinks, in the test session's
     Spark (one Spark start-up less than another subprocess), with the script's settings."""
-    source = analyzer.kafka_source(spark, bootstrap, topic, "earliest", MAX_OFFSETS)
-    writers, _ = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, bootstrap, topic, "earliest", MAX_OFFSETS)
+    writers, _ = pipeline.build_queries(
         source,
-        alert_sink=analyzer.kafka_sink(bootstrap, alerts, analyzer.alert_records),
-        dead_letter_sink=analyzer.kafka_sink(
-            bootstrap, dlq, lambda dead: analyzer.dead_letter_records(dead, topic)),
+        alert_sink=sinks.kafka_sink(bootstrap, alerts, sinks.alert_records),
+        dead_letter_sink=sinks.kafka_sink(
+            bootstrap, dlq, lambda dead: sinks.dead_letter_records(dead, topic)),
         checkpoint=folder / "steady-ck", trigger={"availableNow": True},
-        settings=analyzer.Settings(thresholds_path=defaults_file(folder)),
+        settings=Settings(thresholds_path=defaults_file(folder)),
         log=lambda message: None)
     query = writers["alerts"].start()
     try:

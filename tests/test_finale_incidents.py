@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from finale.analyzer import status
+from finale.common import alert as alert_record
 from finale.generator import incidents
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
@@ -110,7 +111,7 @@ def test_alert_book_keeps_latest_first_version_and_arrival():
     assert book.alerts == {first["alert_id"]: grown}
     assert book.firsts == {first["alert_id"]: first}
     assert list(book.arrivals) == [first["alert_id"]]
-    assert incidents.clock(iso(121)) == "09:02:01" and incidents.clock(None) == "-"
+    assert alert_record.clock(iso(121)) == "09:02:01" and alert_record.clock(None) == "-"
 
 
 def test_status_file_counts_per_query_and_totals(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from finale.analyzer import app as analyzer
 from finale.analyzer import threshold_job as job
 from finale.analyzer import thresholds as thresholds_file
+from finale.analyzer.settings import Settings
 
 pytestmark = pytest.mark.faults
 
@@ -17,7 +18,7 @@ GOOD = {"version": "v1", "parameters": {"window": "30 seconds", "slide": "10 sec
             {"rule": "error_rate", "scope": "global", "entity": None, "value": 0.1},
             {"rule": "error_rate", "scope": "ip", "entity": None, "value": 0.0},
             {"rule": "error_rate", "scope": "ip", "entity": "10.0.0.1", "value": 1},
-            {"scope": "url", "entity": "/cart", "value": 0.3},                # before rules
+            {"rule": "error_rate", "scope": "url", "entity": "/cart", "value": 0.3},
         ]}
 ENTRY = "thresholds[1] (rule error_rate, scope ip, entity None)"
 
@@ -85,7 +86,8 @@ def test_read_thresholds_missing_file_defaults_unless_required(tmp_path):
     assert thresholds_file.read_thresholds(absent)["version"] == "defaults"
     with pytest.raises(thresholds_file.ThresholdsError, match=f"^{absent}: no such file$"):
         thresholds_file.read_thresholds(absent, required=True)
-    (tmp_path / "nan.json").write_text('{"thresholds": [{"scope": "ip", "value": NaN}]}')
+    (tmp_path / "nan.json").write_text(
+        '{"thresholds": [{"rule": "error_rate", "scope": "ip", "value": NaN}]}')
     with pytest.raises(thresholds_file.ThresholdsError,
                        match=r"nan.json: thresholds\[0\] \(rule error_rate, scope ip, entity "
                              r"None\): value nan is not finite$"):
@@ -134,7 +136,7 @@ def test_analyzer_max_future_is_an_interval(capsys, value):
         f"'30 seconds', got {value!r}")
     assert analyzer.settings_from_args(analyzer.parse_args(["--max-future", "1 hour"])).max_future \
         == "1 hour"
-    assert analyzer.Settings().max_future == "5 minutes"
+    assert Settings().max_future == "5 minutes"
 
 
 def test_threshold_job_refuses_to_write_a_file_that_could_never_fire(spark, tmp_path, capsys):

@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT
 from pyspark.testing import assertDataFrameEqual
 
-from finale.analyzer import rules
 from finale.analyzer import threshold_job as job
+from finale.analyzer.rules import error_rate
 
 RATES_SCHEMA = ("window_start timestamp, window_end timestamp, entity_type string, entity string, "
                 "requests long, errors long, error_rate double")
@@ -49,7 +49,7 @@ def test_each_term_of_the_max_and_the_cap(spark):
         # Cap: 0.8 0.8 0.9 1.0 1.0. median 0.9, MAD 0.1; z term 0.9 + 0.44478 = 1.34478 -> 1.
         + [("url", "/cart", 10, r) for r in (0.8, 0.8, 0.9, 1.0, 1.0)]
     )
-    thresholds = rules.robust_thresholds(rates_frame(spark, samples), PARAMS)
+    thresholds = error_rate.error_rate_thresholds(rates_frame(spark, samples), PARAMS)
     expected = spark.createDataFrame([
         ("ip", "10.0.0.1", 0.95, 11, 220),
         ("ip", "10.0.0.2", 0.64478, 5, 100),
@@ -81,7 +81,7 @@ def test_populations_small_windows_and_entities_without_history(spark):
         # ip population: one IPv6 window at 0.25 -> 0.25 + delta = 0.30; no own threshold.
         ("ip", "2001:db8::1", 12, 0.25),
     ]
-    thresholds = rules.robust_thresholds(rates_frame(spark, samples), params)
+    thresholds = error_rate.error_rate_thresholds(rates_frame(spark, samples), params)
     expected = spark.createDataFrame([
         ("global", None, 0.54478, 3, 300),
         ("ip", None, 0.30, 1, 12),
@@ -97,7 +97,7 @@ def test_a_robust_threshold_ignores_an_incident_in_the_history(spark):
     quiet = [0.01, 0.02, 0.03, 0.02] * 5
     samples = [("global", "*", 100, r) for r in quiet + [0.9, 0.9]]
     params = job.ThresholdParams(min_window_requests=1, quantile=0.5, z=3.0, delta=0.0)
-    value = rules.robust_thresholds(rates_frame(spark, samples), params).first()["value"]
+    value = error_rate.error_rate_thresholds(rates_frame(spark, samples), params).first()["value"]
     # median 0.02; |deviations| ten 0.0, ten 0.01, two 0.88 -> MAD 0.01 (the 11th and 12th of 22
     # sorted deviations are both 0.01): 0.02 + 3 * 1.4826 * 0.01 = 0.064478.
     assert value == pytest.approx(0.064478)

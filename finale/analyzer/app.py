@@ -1,34 +1,18 @@
-"""Stage 3: Kafka in, alerts out. Error-rate alerts per IP, per URL and overall, in real time.
-
-Run (the broker and its topics first, see local_kafka.py):
+"""The analyzer's command line: Kafka `http-logs` in, alerts and dead letters out.
 
     python finale/local_kafka.py start
     python finale/spark_streaming_analyzer.py [--thresholds .state/finale/thresholds.json]
     python finale/log_generator.py --rate 100 --incident ip@30+60     # another terminal
     python finale/alert_viewer.py                                     # another terminal
 
-Two streaming queries read the topic `http-logs` (one Apache access-log line per record):
-
-- `dead-letters`: lines that do not parse, or are dated more than --max-future ahead, go to
-  `http-logs-dlq` with the original key and value, headers `reason` (empty_record, empty_line,
-  unparseable, bad_timestamp, future_timestamp), `source` (topic), `source_partition`,
-  `source_offset`, `source_timestamp`; they never stop the job and never hide the good lines.
-- `alerts`: the good lines (the future-dated ones filtered out before the watermark, which they would
-  push past all real traffic), with a watermark on their own timestamp, are counted per sliding window for
-  three scopes (global, ip, url) in one stateful aggregation (metrics.entity_window_counts, update
-  mode); each micro-batch keeps the windows that break a registered rule (rules.RULES: the error
-  rate significantly above its threshold, rules.alerts; the requests significantly above their
-  learned baseline, rules.surge_alerts) and writes them to `alerts`, key =
-  alert_id, value = the alert as JSON. A global alert inhibits the ip/url alerts of its window (one alert, not one per IP and URL, when
-  all traffic fails), except those of an entity holding --cause-share of the window's errors (the
-  cause); --no-inhibit keeps them all.
-
-The thresholds file (threshold_job.py's output) is validated whole before Spark starts (exit 2 naming
-the entry) and re-read when its mtime changes (an invalid new file: the last good one stays in use);
-without --thresholds and without the default file, the documented defaults of thresholds.py apply. Each query has its own checkpoint folder under --checkpoint:
-a restarted analyzer resumes where it stopped, and since alert ids are deterministic a re-emitted alert
-replaces its previous copy in the compacted `alerts` topic. One status line per micro-batch on stdout,
-and the same progress as JSON in --status-file (status.py; its fields are in finale/README.md).
+This module only wires: it checks the arguments and the thresholds file (exit 2 with one line
+naming the fault, before Spark starts), the broker and its topics, starts Spark
+(finale/common/spark.py), the Kafka sources, the sinks chosen by --alert-sink
+(finale/analyzer/sinks.py) and the two queries of finale/analyzer/pipeline.py, each with its
+checkpoint under --checkpoint (the alerts query's named after its state's schema:
+finale/analyzer/checkpoint.py). One status line per micro-batch on stdout and the same progress
+as JSON in --status-file (finale/analyzer/status.py). Ctrl-C or SIGTERM stop the queries between
+two micro-batches; the checkpoints let a restart resume.
 """
 from __future__ import annotations
 
@@ -38,17 +22,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.streaming import DataStreamWriter
-
-from finale.analyzer.access_log import LINE_PATTERN, parse_access_log
-from finale.analyzer.metrics import entity_window_counts
-from finale.analyzer.rules import fire_all
+from finale.analyzer.checkpoint import (
+    STATE_CHANGED_MESSAGE,
+    alerts_checkpoint_plan,
+    record_description,
+)
+from finale.analyzer.pipeline import build_queries, kafka_source
 from finale.analyzer.settings import (
     DEFAULT_ALERTS_TOPIC,
     DEFAULT_CHECKPOINT,
@@ -59,9 +41,15 @@ from finale.analyzer.settings import (
     DEFAULT_TOPIC,
     Settings,
 )
-from finale.analyzer.sinks import BatchSink, alert_records, dead_letter_records, kafka_sink
+from finale.analyzer.sinks import (
+    ALERT_SINKS,
+    SinkContext,
+    alert_sinks,
+    dead_letter_records,
+    kafka_sink,
+)
 from finale.analyzer.status import StatusFile, make_status_listener
-from finale.analyzer.thresholds import ThresholdsError, ThresholdsFile, read_thresholds
+from finale.analyzer.thresholds import ThresholdsError, read_thresholds
 from finale.common import spark_security
 from finale.common.cli import (
     BOOTSTRAP_HELP,
@@ -72,207 +60,25 @@ from finale.common.cli import (
     is_interval,
     silence_stdout,
 )
+from finale.common.spark import spark_session
 
-# ------------------------------------------------------------------------------------------------
-# Analysis: typed DataFrame -> DataFrame functions (the rest of this file only wires them)
-# ------------------------------------------------------------------------------------------------
-
-# The Kafka record fields a dead letter keeps (sinks.dead_letter_records): column -> type. A source
-# without them (memory or rate source in tests) gives nulls.
-KAFKA_METADATA = (("kafka_key", "key", "binary"), ("kafka_partition", "partition", "int"),
-                  ("kafka_offset", "offset", "long"), ("kafka_timestamp", "timestamp", "timestamp"))
-# Dead-letter reasons, most specific first (the `reason` header of http-logs-dlq).
-EMPTY_RECORD, EMPTY_LINE = "empty_record", "empty_line"
-UNPARSEABLE, BAD_TIMESTAMP, FUTURE_TIMESTAMP = "unparseable", "bad_timestamp", "future_timestamp"
-MAX_FUTURE_S = duration_seconds(Settings.max_future)
-
-
-def log_lines(records: DataFrame) -> DataFrame:
-    """Kafka records (or any frame with a string/binary `value`) -> `value` as a string and the
-    record's KAFKA_METADATA (kafka_key, kafka_partition, kafka_offset, kafka_timestamp)."""
-    return records.select(
-        F.col("value").cast("string").alias("value"),
-        *((F.col(field) if field in records.columns else F.lit(None)).cast(kind).alias(name)
-          for name, field, kind in KAFKA_METADATA))
-
-
-def record_clock(source: DataFrame) -> Column:
-    """The time a line's date is checked against (--max-future): the Kafka record's timestamp when
-    the source has one, else the micro-batch's own time (current_timestamp(): memory or rate sources).
-
-    The record's timestamp is the broker's clock when it stored the line on http-logs (created with
-    message.timestamp.type=LogAppendTime, see local_kafka.TOPICS), the producer's on a CreateTime
-    topic (the broker refuses one more than message.timestamp.after.max.ms ahead of its own, 1 hour
-    by default). Either way it is a column, not the batch's clock: a line is judged the same way by
-    both queries and by every replay of the topic, and the generated code stays the same from batch
-    to batch. current_timestamp() is a different constant in each batch that Spark writes into the
-    generated Java as a literal, so each batch compiled its code again: 2 compilations a batch in
-    the dead-letter query, none with the column, 485 -> 422 ms a 1,500-line batch
-    (bench/bench_finale_batch_cost.py; finale/README.md, "Performance")."""
-    return F.col("kafka_timestamp") if "timestamp" in source.columns else F.current_timestamp()
-
-
-def in_the_future(clock: Column, max_future_s: float = MAX_FUTURE_S) -> Column:
-    """True for a parsed line dated more than max_future_s after `clock` (record_clock's)."""
-    return F.col("event_time") > clock + F.make_dt_interval(secs=F.lit(max_future_s).cast("decimal(18,6)"))
-
-
-def valid_lines(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
-    """The lines the windows count: parsed, and not dated beyond the future tolerance (one such
-    line would push the watermark past every real line and silence alerting)."""
-    return parsed.where(~F.col("malformed") & ~in_the_future(clock, max_future_s))
-
-
-def dead_letters(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
-    """The rows of parse_access_log's output that valid_lines (same `clock`) leaves out: the original
-    line, why (`reason`, one of the constants above) and the record's KAFKA_METADATA columns if present."""
-    future = ~F.col("malformed") & in_the_future(clock, max_future_s)
-    metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
-    return (
-        parsed
-        .where(F.col("malformed") | future)
-        .select(
-            "value",
-            F.when(F.col("value").isNull(), F.lit(EMPTY_RECORD))
-            .when(F.trim(F.col("value")) == "", F.lit(EMPTY_LINE))
-            .when(future, F.lit(FUTURE_TIMESTAMP))
-            # The line has the access-log shape but its [%t] does not parse (e.g. 31/Feb).
-            .when(F.col("value").rlike(LINE_PATTERN), F.lit(BAD_TIMESTAMP))
-            .otherwise(F.lit(UNPARSEABLE))
-            .alias("reason"),
-            *metadata,
-        )
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# Wiring: sources, sinks, queries
-# ------------------------------------------------------------------------------------------------
-
-def kafka_source(spark: SparkSession, bootstrap_servers: str, topic: str, starting_offsets: str,
-                 max_offsets_per_trigger: int | None) -> DataFrame:
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap_servers)
-        .option("subscribe", topic)
-        .option("startingOffsets", starting_offsets)
-        # Records removed by retention before they were read are skipped with a warning rather
-        # than stopping the analyzer: an alerting job must keep running.
-        .option("failOnDataLoss", "false")
-    )
-    if max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    return reader.load()
-
-
-def emitted_at() -> Column:
-    """The driver's clock now, as the text to_json writes for a timestamp (UTC, milliseconds).
-
-    Text, not current_timestamp(): Spark writes a timestamp constant into the generated Java as a
-    literal, so a new one each batch meant compiling part of the alert batch's code again; a string
-    constant is passed to the code by reference (finale/README.md, "Performance")."""
-    now = datetime.now(timezone.utc)
-    return F.lit(now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z")
-
-
-class AlertBatch:
-    """foreachBatch of the alerts query: updated window counts -> every rule's alerts -> sink."""
-
-    def __init__(self, settings: Settings, alert_sink: BatchSink,
-                 counts_sink: BatchSink | None = None, log: Callable[[str], None] = print):
-        self.settings, self.alert_sink, self.counts_sink = settings, alert_sink, counts_sink
-        self.thresholds = ThresholdsFile(settings.thresholds_path, log,
-                                         required=settings.thresholds_required,
-                                         window=settings.window, slide=settings.slide)
-        self.stats: dict[int, int] = {}  # batch id -> alerts out
-
-    def __call__(self, counts_batch: DataFrame, batch_id: int) -> None:
-        spark = counts_batch.sparkSession
-        threshold_rows, version = self.thresholds.current(spark)
-        # Persisted: every rule reads the batch, and without the cache each read would run the
-        # stateful aggregation again. Each Spark job costs a fixed 10-100 ms here, whatever its
-        # size, so a batch runs two: the sink's, which computes the alerts (the aggregation
-        # included) and writes them, then a count of the cached alerts for the status line. In
-        # that order, an alert reaches Kafka one job earlier than with count-then-write.
-        # (The rows updated are in the query's progress, stateOperators.numRowsUpdated.)
-        counts_batch = counts_batch.persist()
-        try:
-            if self.counts_sink is not None:
-                self.counts_sink(counts_batch, batch_id)
-            fired = (
-                fire_all(counts_batch, threshold_rows, self.settings, version)
-                .withColumn("emitted_at", emitted_at())
-                .persist()
-            )
-            try:
-                self.alert_sink(fired, batch_id)
-                out = fired.count()
-            finally:
-                fired.unpersist()
-        finally:
-            counts_batch.unpersist()
-        self.stats[batch_id] = out
-        if len(self.stats) > 1000:
-            self.stats.pop(min(self.stats))
-
-
-def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink: BatchSink,
-                  checkpoint: Path, trigger: dict, settings: Settings = Settings(),
-                  counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
-                  dead_letter_trigger: dict | None = None,
-                  ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
-    """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert handler.
-
-    `source`: a streaming frame with a `value` column (Kafka records, or a memory/rate source in
-    tests). Sinks are foreachBatch functions; `trigger` is passed to DataStreamWriter.trigger
-    (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}), `dead_letter_trigger` the
-    dead-letter query's if it differs; each query checkpoints in its own sub-folder of `checkpoint`.
-    """
-    parsed = parse_access_log(log_lines(source))
-    max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
-    dead_letter_writer = (
-        dead_letters(parsed, clock, max_future_s)
-        # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
-        .observe("dead_letters", F.count(F.lit(1)).alias("count"),
-                 F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"))
-        .writeStream
-        .queryName("dead-letters")
-        .foreachBatch(dead_letter_sink)
-        .trigger(**(dead_letter_trigger or trigger))
-        .option("checkpointLocation", str(Path(checkpoint) / "dead-letters"))
-    )
-    counts = entity_window_counts(
-        # Filtered before the watermark: a far-future line must never advance it.
-        valid_lines(parsed, clock, max_future_s).withWatermark("event_time", settings.watermark),
-        settings.window, settings.slide)
-    handler = AlertBatch(settings, alert_sink, counts_sink, log)
-    alert_writer = (
-        counts.writeStream
-        .queryName("alerts")
-        # update: a window is re-evaluated every time its counts change, so an incident alerts
-        # while the window is still open instead of after the watermark closes it.
-        .outputMode("update")
-        .foreachBatch(handler)
-        .trigger(**trigger)
-        .option("checkpointLocation", str(Path(checkpoint) / "alerts"))
-    )
-    return {"dead-letters": dead_letter_writer, "alerts": alert_writer}, handler
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="spark_streaming_analyzer.py",
-        description="Kafka access logs -> error-rate alerts (topic alerts) and dead letters.",
+        description="Kafka access logs -> alerts (topic alerts) and dead letters (http-logs-dlq).",
         formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     add("--topic", default=DEFAULT_TOPIC, help="input topic: one access-log line per record")
-    add("--alerts-topic", default=DEFAULT_ALERTS_TOPIC, help="output topic of the alerts (key = alert_id)")
-    add("--dlq-topic", default=DEFAULT_DLQ_TOPIC, help="output topic of the lines that do not parse")
+    add("--alerts-topic", default=DEFAULT_ALERTS_TOPIC,
+        help="output topic of the alerts (key = alert_id), for the kafka alert sink")
+    add("--alert-sink", action="append", metavar="NAME[=ARG]",
+        help="where alerts go, repeatable, called in order; one of: "
+             + "; ".join(f"{name}: {help}" for name, (_, help) in ALERT_SINKS.items())
+             + " (default: kafka)")
+    add("--dlq-topic", default=DEFAULT_DLQ_TOPIC,
+        help="output topic of the lines that do not parse")
     add("--starting-offsets", default="latest", choices=("latest", "earliest"),
         help="where a query without checkpoint starts reading (a checkpoint always wins)")
     add("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
@@ -282,16 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--slide", default=Settings.slide, help="sliding window step (Spark interval)")
     add("--watermark", default=Settings.watermark,
         help="how late (event time) a line may arrive and still be counted")
-    # 1 second: a quarter of the alert latency of 5 seconds at 1,000 lines/s (p50 1.2 s against
-    # 4.5 s, bench/bench_finale_latency.py) for 2.4 times the CPU; `0 seconds` is no faster.
-    # finale/README.md, "Performance".
+    # The latency against CPU trade-off of the trigger is measured by bench/bench_finale_latency.py
+    # (bench/RESULTS.md): a shorter trigger alerts sooner for more CPU.
     add("--trigger", default="1 second",
         help="micro-batch interval of the alerts query (Spark interval), or 'available-now': both "
-             "queries process what is in the topic and exit ('5 seconds': less than half the CPU, "
-             "about 3.4 s more latency)")
-    # Dead letters are for a person to read later; each of their batches takes a core for a few
-    # hundred ms from the alerts query: at 1,000 lines/s, 10 s instead of 1 s brought the alert
-    # latency's p50 from 3.1 s to 1.7 s (bench_finale_latency.py; finale/README.md, "Performance").
+             "queries process what is in the topic and exit (a longer interval: less CPU, later "
+             "alerts)")
+    # Dead letters are for a person to read later, and each of their batches takes a core from
+    # the alerts query for a while: fewer, larger batches keep the alerts early.
     add("--dead-letter-trigger", default="10 seconds",
         help="micro-batch interval of the dead-letter query (Spark interval); with --trigger "
              "available-now both queries process what is in the topic and exit")
@@ -313,11 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
              f"exists, else the documented defaults)")
     add("--max-future", default=Settings.max_future,
         help="a line dated more than this after its Kafka record's timestamp (on http-logs: when "
-             "the broker stored it) is a dead letter (future_timestamp), never counted (Spark interval)")
+             "the broker stored it) is a dead letter (future_timestamp), never counted "
+             "(Spark interval)")
     add("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-        help="checkpoint folder, one sub-folder per query")
+        help="checkpoint folder: dead-letters/ and alerts-<state schema>/ (a new metric, scope or "
+             "window starts a new one, docs/analyzer.md)")
     add("--status-file", type=Path, default=DEFAULT_STATUS,
-        help="progress of every query as JSON, replaced after each micro-batch (see finale/README.md)")
+        help="progress of every query as JSON, replaced after each micro-batch (docs/analyzer.md)")
     add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
         help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
     spark_security.add_security_options(parser)
@@ -352,6 +158,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--confidence-z must be >= 0, got {args.confidence_z}")
     if not args.bootstrap_servers.strip():
         parser.error("--bootstrap-servers must not be empty")
+    for spec in args.alert_sink or []:
+        if spec.partition("=")[0] not in ALERT_SINKS:
+            parser.error(f"--alert-sink {spec!r}: unknown sink (known: {', '.join(ALERT_SINKS)})")
     args.thresholds_required = args.thresholds is not None
     if args.thresholds is None:
         args.thresholds = DEFAULT_THRESHOLDS
@@ -404,26 +213,6 @@ def log(message: str) -> None:
         silence_stdout()
 
 
-def build_spark(master: str, jars: list[str],
-                security: dict[str, str] | None = None) -> SparkSession:
-    """The session; `security` (spark_security.properties_from_args) reaches the JVM in a file."""
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("chaussettes-finale-analyzer")
-        .config("spark.jars", ",".join(jars))
-        .config("spark.sql.shuffle.partitions", "2")
-        # Generated classes kept for reuse (default 100): in a session running both queries and
-        # other work, 100 was seen evicting and compiling 8 classes again at every batch.
-        .config("spark.sql.codegen.cache.maxEntries", "1000")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .config("spark.ui.showConsoleProgress", "false")
-    )
-    spark = spark_security.get_or_create(builder, security)
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
-
-
 def stop_between_batches(queries, timeout_s: float = 5.0) -> None:
     """Stop each query when no micro-batch of it is running (at most timeout_s of waiting).
 
@@ -444,9 +233,9 @@ def stop_between_batches(queries, timeout_s: float = 5.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finale.tools import local_kafka
+    from finale.tools.local_kafka import ensure_connector
 
-    jars = local_kafka.ensure_connector()  # exits 1 with one line naming the fix
+    jars = ensure_connector()  # exits 1 with one line naming the fix
     problem = check_kafka(args.bootstrap_servers, [args.topic, args.alerts_topic, args.dlq_topic])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -457,21 +246,33 @@ def run(args: argparse.Namespace) -> int:
     dead_letter_trigger = ({"availableNow": True} if args.trigger == "available-now"
                            else {"processingTime": args.dead_letter_trigger})
     try:
-        spark = build_spark(args.master, jars, spark_security.properties_from_args(args))
+        spark = spark_session("chaussettes-finale-analyzer", args.master, jars=jars, ui=True,
+                              security=spark_security.properties_from_args(args))
     except spark_security.SecurityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.secure:
         log(spark_security.security_banner(spark.sparkContext.getConf()))
+    plan = alerts_checkpoint_plan(args.checkpoint, settings)
     source = kafka_source(spark, args.bootstrap_servers, args.topic, args.starting_offsets,
                           args.max_offsets_per_trigger)
+    alerts_source = None
+    if plan.previous is not None:
+        since = datetime.fromtimestamp(plan.since, timezone.utc)
+        log(STATE_CHANGED_MESSAGE.format(previous=plan.previous, changes=plan.changes,
+                                         path=plan.path, since=f"{since:%Y-%m-%dT%H:%M:%SZ}"))
+        alerts_source = kafka_source(spark, args.bootstrap_servers, args.topic,
+                                     args.starting_offsets, args.max_offsets_per_trigger,
+                                     starting_timestamp_ms=int(plan.since * 1000))
+    record_description(plan)
     writers, handler = build_queries(
         source,
-        alert_sink=kafka_sink(args.bootstrap_servers, args.alerts_topic, alert_records),
+        alert_sink=alert_sinks(args.alert_sink or ["kafka"],
+                               SinkContext(args.bootstrap_servers, args.alerts_topic)),
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
-        settings=settings, log=log)
+        settings=settings, log=log, alerts_source=alerts_source, alerts_checkpoint=plan.path)
     listener = make_status_listener(handler.stats, StatusFile(args.status_file), log,
                                     handler.thresholds)
     spark.streams.addListener(listener)
@@ -479,8 +280,9 @@ def run(args: argparse.Namespace) -> int:
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
         f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
         f"watermark {args.watermark}, max future {args.max_future}, trigger {args.trigger}"
-        f"{'' if args.trigger == 'available-now' else f' (dead letters {args.dead_letter_trigger})'}, thresholds {args.thresholds}"
-        f"{'' if args.thresholds.exists() else ' (absent: defaults)'}, checkpoint {args.checkpoint}")
+        f"{'' if args.trigger == 'available-now' else f' (dead letters {args.dead_letter_trigger})'}"
+        f", thresholds {args.thresholds}{'' if args.thresholds.exists() else ' (absent: defaults)'}"
+        f", alert sinks {', '.join(args.alert_sink or ['kafka'])}, checkpoint {plan.path}")
     # Ctrl-C / SIGTERM only set a flag: PySpark's own SIGINT handler raises KeyboardInterrupt in
     # the middle of a py4j call, which leaves tracebacks and a half-closed gateway behind.
     stop_requested = threading.Event()

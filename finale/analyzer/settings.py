@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finale.common.alert import GLOBAL_ENTITY as GLOBAL_ENTITY  # re-exported for the generator
 from finale.common.paths import FINALE_STATE
 from finale.common.topics import ALERTS, DEAD_LETTERS, LOGS
 
@@ -24,7 +25,6 @@ DEFAULT_DLQ_TOPIC = DEAD_LETTERS.name
 # 20,000 records are a few seconds of work on 2 cores (finale/README.md, "Performance"): a backlog
 # is drained in batches of that length, and alerts keep coming out between them.
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 20_000
-GLOBAL_ENTITY = "*"  # the entity of the global scope, in alerts and in the generator's truth file
 
 
 @dataclass(frozen=True)

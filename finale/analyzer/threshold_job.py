@@ -54,6 +54,7 @@ from finale.common.cli import (
     run_main,
     write_json_atomically,
 )
+from finale.common.spark import spark_session
 
 
 def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, DataFrame]:
@@ -247,23 +248,11 @@ def build_session(master: str, kafka: bool = False, app_name: str = "chaussettes
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-    )
+    jars = []
     if kafka:
-        from finale.tools.local_kafka import (
-            ensure_connector,  # exits with one line naming the fix if missing
-        )
-        builder = builder.config("spark.jars", ",".join(ensure_connector()))
-    session = spark_security.get_or_create(builder, security)
-    session.sparkContext.setLogLevel("WARN")
-    return session, True
+        from finale.tools.local_kafka import ensure_connector  # one line naming the fix if missing
+        jars = ensure_connector()
+    return spark_session(app_name, master, jars=jars, security=security), True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,7 @@
  "thresholds": [{"rule", "scope", "entity" (null = the population of the scope), "value",
                  "windows", "requests"}, ...]}
 
-An item without "rule" (files written before rules had names) belongs to LEGACY_RULE. Without a
-file at the default path, DEFAULT_THRESHOLDS apply; a path given explicitly must exist.
+Without a file at the default path, DEFAULT_THRESHOLDS apply; a path given explicitly must exist.
 
 The file is validated as a whole by validate_thresholds (read_thresholds, which every reader calls,
 and threshold_job.py before it writes): a non-empty `thresholds` list; each item a known rule
@@ -30,13 +29,13 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-from finale.analyzer.metrics import SCOPE_NAMES
+from finale.analyzer.metrics import GLOBAL_SCOPE, SCOPE_NAMES
 from finale.analyzer.rules import RULES
+from finale.analyzer.rules.error_rate import ERROR_RATE
 from finale.analyzer.settings import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS_PATH
 from finale.analyzer.settings import ThresholdParams
 from finale.common.cli import duration_seconds
 
-LEGACY_RULE = "error_rate"
 # Used when no thresholds file exists yet (before the first threshold_job.py run). Sized for the
 # generator's default error model (20 % error users, 30 % error URLs, 50 % failures on error pairs):
 # the background is about 3 % errors overall, at most ~15 % for an error user and ~10 % for an
@@ -46,9 +45,9 @@ DEFAULT_THRESHOLDS = {
     "version": "defaults",
     "generated_at": None,
     "thresholds": [
-        {"rule": LEGACY_RULE, "scope": "global", "entity": None, "value": 0.10},
-        {"rule": LEGACY_RULE, "scope": "ip", "entity": None, "value": 0.30},
-        {"rule": LEGACY_RULE, "scope": "url", "entity": None, "value": 0.30},
+        {"rule": ERROR_RATE, "scope": GLOBAL_SCOPE, "entity": None, "value": 0.10},
+        {"rule": ERROR_RATE, "scope": "ip", "entity": None, "value": 0.30},
+        {"rule": ERROR_RATE, "scope": "url", "entity": None, "value": 0.30},
     ],
 }
 # The thresholds of one rule, as its alert function joins them.
@@ -67,7 +66,7 @@ class ThresholdsError(ValueError):
 
 
 def _entry(index: int, item: dict) -> str:
-    return (f"thresholds[{index}] (rule {item.get('rule', LEGACY_RULE)}, scope "
+    return (f"thresholds[{index}] (rule {item.get('rule')}, scope "
             f"{item.get('scope')}, entity {item.get('entity')!r})")
 
 
@@ -83,10 +82,10 @@ def validate_thresholds(thresholds, window: str | None = None, slide: str | None
         if not isinstance(item, dict):
             raise ThresholdsError(f"thresholds[{index}]: not an object ({item!r})")
         where = _entry(index, item)
-        rule = RULES.get(item.get("rule", LEGACY_RULE)) if isinstance(
-            item.get("rule", LEGACY_RULE), str) else None
+        rule = RULES.get(item.get("rule")) if isinstance(item.get("rule"), str) else None
         if rule is None:
-            raise ThresholdsError(f"{where}: unknown rule (known: {', '.join(RULES)})")
+            raise ThresholdsError(f"{where}: unknown rule (known: {', '.join(RULES)}; "
+                                  "deploy a new rule's code before thresholds that name it)")
         if item.get("scope") not in SCOPE_NAMES:
             raise ThresholdsError(f"{where}: unknown scope (known: {', '.join(SCOPE_NAMES)})")
         entity = item.get("entity")
@@ -132,7 +131,7 @@ def read_thresholds(path: str | Path = DEFAULT_THRESHOLDS_PATH, required: bool =
 
     A missing file gives DEFAULT_THRESHOLDS, unless `required` (a path the user named). Anything
     wrong raises ThresholdsError "PATH: what": a half-written or broken file must never silently
-    switch the analyzer to other thresholds. Items without a rule get LEGACY_RULE.
+    switch the analyzer to other thresholds.
     """
     path = Path(path)
     if not path.exists():
@@ -149,13 +148,11 @@ def read_thresholds(path: str | Path = DEFAULT_THRESHOLDS_PATH, required: bool =
         validate_thresholds(thresholds, window, slide)
     except ThresholdsError as error:
         raise ThresholdsError(f"{path}: {error}") from None
-    for item in thresholds["thresholds"]:
-        item.setdefault("rule", LEGACY_RULE)
     return thresholds
 
 
 def _rows(thresholds: dict) -> list[tuple]:
-    return [(str(item.get("rule", LEGACY_RULE)), str(item["scope"]),
+    return [(str(item["rule"]), str(item["scope"]),
              None if item.get("entity") is None else str(item["entity"]), float(item["value"]))
             for item in thresholds.get("thresholds", [])]
 
@@ -176,13 +173,6 @@ def local_frame(spark: SparkSession, rows: list[tuple], schema: StructType) -> D
         tuples.append(f"({', '.join(markers)})")
     names = ", ".join(field.name for field in schema.fields)
     return spark.sql(f"SELECT * FROM VALUES {', '.join(tuples)} AS thresholds({names})", args=args)
-
-
-def thresholds_frame(spark: SparkSession, thresholds: dict, rule: str = LEGACY_RULE) -> DataFrame:
-    """The thresholds of `rule` as a local table: scope, entity (null = the population of that
-    scope), value."""
-    return local_frame(spark, [row[1:] for row in _rows(thresholds) if row[0] == rule],
-                       THRESHOLDS_SCHEMA)
 
 
 def rule_thresholds_frame(spark: SparkSession, thresholds: dict) -> DataFrame:

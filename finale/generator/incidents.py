@@ -1,10 +1,12 @@
-"""Incidents: the generator's truth file (written, read) and how alerts are matched and scored against it.
+"""Incidents: the generator's truth file (written, read) and how alerts are matched and scored
+against it.
 
-The generator injects incidents (--incident KIND[=ENTITY]@START+DURATION) and writes their truth, one
-JSON line each: {"kind": "ip"|"url"|"global"|"surge", "entity" ("*" for global, the IP for surge), "start", "end"} (ISO 8601
-UTC log time). The demo (live), the evaluation (batch) and their tests read it back with read_truth
-and judge alerts with the pure functions below; the viewer and the demo keep the alerts of the
-compacted `alerts` topic with AlertBook (latest version per alert_id).
+The generator injects incidents (--incident KIND[=ENTITY]@START+DURATION) and writes their truth,
+one JSON line each: {"kind": "ip"|"url"|"global"|"surge", "entity" ("*" for global, the IP for
+surge), "start", "end"} (ISO 8601 UTC log time). The demo (live), the evaluation (batch) and
+their tests read it back with read_truth and judge alerts with the pure functions below; the viewer
+and the demo keep the alerts of the compacted `alerts` topic with AlertBook (latest version per
+alert_id).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from finale.analyzer.settings import GLOBAL_ENTITY
+from finale.common import alert as alert_record
+from finale.common.alert import GLOBAL_ENTITY
 
 INCIDENT_KINDS = ("ip", "url", "global", "surge")
 # The alerts that detect each kind of incident: (rule, entity_type).
@@ -24,8 +27,6 @@ INCIDENT_TARGETS = {"ip": ("error_rate", "ip"), "url": ("error_rate", "url"),
                     "global": ("error_rate", "global"), "surge": ("surge", "ip")}
 # A surge incident's IP sends this many times its normal share of the lines.
 SURGE_MULTIPLIER = 10
-# Fields of an alert that change when the same alert is emitted again (not its content).
-VOLATILE_FIELDS = ("emitted_at",)
 
 
 @dataclass(frozen=True)
@@ -61,31 +62,6 @@ def iso_utc(epoch: float) -> str:
 def parse_time(text: str) -> datetime:
     """ISO 8601 (with 'Z' or an offset) -> aware UTC datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def clock(value) -> str:
-    """'2026-11-28T09:14:03.123Z' -> '09:14:03' (what a person scanning alerts needs)."""
-    if not value:
-        return "-"
-    text = str(value)
-    return text[11:19] if len(text) >= 19 and text[10] in "T " else text
-
-
-def cause(alert: dict) -> str:
-    """What an alert says of its cause (rules.CAUSE_COLUMNS), '' for an alert without those fields:
-    a global alert's top ip and top url with their errors/requests, or an ip/url alert's share of
-    its window's errors."""
-    top = alert.get("top_entities")
-    if top:
-        firsts = {}
-        for entry in top:  # ip entries first, each scope most errors first
-            firsts.setdefault(entry.get("entity_type"), entry)
-        return ", ".join(f"{scope} {e.get('entity')} {e.get('errors')}/{e.get('requests')}"
-                         for scope, e in firsts.items())
-    share = alert.get("error_share")
-    if isinstance(share, (int, float)):
-        return f"{share:.0%} of the window's errors"
-    return ""
 
 
 def write_truth(path: str, incidents: tuple[Incident, ...], start: float) -> str | None:
@@ -132,7 +108,8 @@ def score(alerts: list[tuple], incidents: list[Truth], quiet_start: datetime) ->
     quiet_start, whatever they matched)."""
     counts = {"on_target": 0, "collateral": 0, "false": 0, "quiet": 0}
     for entity_type, entity, start, end, *rule in alerts:
-        if any(on_target(entity_type, entity, start, end, incident, *rule) for incident in incidents):
+        if any(on_target(entity_type, entity, start, end, incident, *rule)
+               for incident in incidents):
             counts["on_target"] += 1
         elif any(overlaps(start, end, incident) for incident in incidents):
             counts["collateral"] += 1
@@ -146,7 +123,8 @@ def score(alerts: list[tuple], incidents: list[Truth], quiet_start: datetime) ->
 def is_own_alert(alert: dict, incident: Truth) -> bool:
     """on_target for an alert as the topic carries it (an alert without `rule` is error_rate's)."""
     try:
-        window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
+        window_start = parse_time(alert["window_start"])
+        window_end = parse_time(alert["window_end"])
     except (KeyError, TypeError, ValueError):
         return False
     return on_target(alert.get("entity_type"), alert.get("entity"), window_start, window_end,
@@ -159,7 +137,8 @@ def match_incident(alert: dict, raised: datetime, incidents: list[Truth]) -> Tru
     global (everything fails), or any incident if the alert is on the global scope (one failing
     IP or URL raises the global error rate). None: a false positive."""
     try:
-        window_start, window_end = parse_time(alert["window_start"]), parse_time(alert["window_end"])
+        window_start = parse_time(alert["window_start"])
+        window_end = parse_time(alert["window_end"])
     except (KeyError, TypeError, ValueError):
         return None
     best, best_rank = None, 0
@@ -235,12 +214,9 @@ def summary(incidents: list[Truth], alerts: dict[str, dict], firsts: dict[str, d
 
 
 def _alert_line(alert: dict, incident: Truth | None, raised: datetime) -> str:
-    return (f"  {raised:%H:%M:%S} {str(alert.get('severity')):<8} "
-            f"{str(alert.get('entity_type')):<6} {str(alert.get('entity')):<22} "
-            f"window {clock(alert.get('window_start'))}-{clock(alert.get('window_end'))} "
-            f"{alert.get('errors')}/{alert.get('requests')} -> "
+    return (f"  {raised:%H:%M:%S} {alert_record.summary(alert)} -> "
             + (f"incident #{incident.number} ({incident.kind})" if incident else "no incident")
-            + (f"; cause: {cause(alert)}" if cause(alert) else ""))
+            + (f"; cause: {alert_record.cause(alert)}" if alert_record.cause(alert) else ""))
 
 
 def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
@@ -251,7 +227,8 @@ def _emitted(alert: dict, arrivals: dict[str, datetime]) -> datetime:
 
 
 class AlertBook:
-    """The latest version of every alert, by alert_id, with its first version and when that arrived."""
+    """The latest version of every alert, by alert_id, with its first version and when that
+    arrived."""
 
     def __init__(self) -> None:
         self.alerts: dict[str, dict] = {}
@@ -259,27 +236,24 @@ class AlertBook:
         self.arrivals: dict[str, datetime] = {}
 
     def add(self, alert: dict) -> bool:
-        """Keep `alert` as the latest version of its id; True when it is new or its content changed."""
+        """Keep `alert` as the latest version of its id; True when it is new or its content
+        changed."""
         alert_id = alert["alert_id"]
         previous = self.alerts.get(alert_id)
         self.alerts[alert_id] = alert
         if previous is None:
             self.firsts[alert_id] = alert
             self.arrivals[alert_id] = datetime.now(timezone.utc)
-        return previous is None or _content(previous) != _content(alert)
+        return previous is None or alert_record.content(previous) != alert_record.content(alert)
 
     def newest_first(self) -> list[dict]:
         return sorted(self.alerts.values(),
-                      key=lambda a: (str(a.get("emitted_at") or ""), str(a.get("window_start") or ""),
-                                     a["alert_id"]),
+                      key=lambda a: (str(a.get("emitted_at") or ""),
+                                     str(a.get("window_start") or ""), a["alert_id"]),
                       reverse=True)
 
     def __len__(self) -> int:
         return len(self.alerts)
-
-
-def _content(alert: dict) -> dict:
-    return {k: v for k, v in alert.items() if k not in VOLATILE_FIELDS}
 
 
 def incident_spec(text: str) -> tuple[str, str | None, float, float]:
@@ -308,8 +282,8 @@ def incident_spec(text: str) -> tuple[str, str | None, float, float]:
 
 def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
                       seed: int) -> tuple[Incident, ...]:
-    """Check each entity against the model (a log_generator.TrafficModel); pick the missing ones (seeded, distinct per kind
-    while there are unused ones)."""
+    """Check each entity against the model (a finale.generator.traffic.TrafficModel); pick the
+    missing ones (seeded, distinct per kind while there are unused ones)."""
     rng = random.Random(f"chaussettes-incidents:{seed}")
     candidates = {"ip": model.ips, "url": model.urls}
     # A surge picks among the IPs too, away from the ip incidents' (one fact per entity).
@@ -322,7 +296,8 @@ def resolve_incidents(parser: argparse.ArgumentParser, specs, model,
     for kind, entity, start, duration in specs:
         if kind == "global":
             if entity not in (None, GLOBAL_ENTITY):
-                parser.error(f"argument --incident: a global incident takes no entity, got {entity!r}")
+                parser.error("argument --incident: a global incident takes no entity, "
+                             f"got {entity!r}")
             entity = GLOBAL_ENTITY
         elif entity is None:
             fresh = [e for e in candidates[pool[kind]] if e not in used[pool[kind]]]

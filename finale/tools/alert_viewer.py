@@ -1,9 +1,9 @@
 """Watch the alerts of the final stage: a live table in the terminal, or JSON lines for pipes.
 
-Reads the Kafka topic `alerts` written by spark_streaming_analyzer.py (key = alert_id, value = one
-JSON alert). The analyzer may send the same alert several times: Spark's update mode re-emits a
-window whose counts grew, and a replayed micro-batch re-sends what it had sent. The viewer keeps one
-alert per alert_id, the latest version winning (like the compacted topic itself).
+Reads the Kafka topic `alerts` written by the analyzer (key = alert_id, value = one JSON alert,
+finale/common/alert.py). The analyzer may send the same alert several times: Spark's update mode
+re-emits a window whose counts grew, and a replayed micro-batch re-sends what it had sent. The
+viewer keeps one alert per alert_id, the latest version winning (like the compacted topic).
 
 Run:
     python finale/alert_viewer.py                      # live table, new alerts only
@@ -11,9 +11,12 @@ Run:
     python finale/alert_viewer.py --json --from-beginning --timeout 5 | jq .entity
 
 Output:
-- default: a table, newest first (by emitted_at), redrawn when something changes; on a terminal it
-  redraws in place with the severity in colour (critical red, warning yellow), otherwise each
-  refresh is printed after a `--- HH:MM:SS UTC: N alerts ---` line, without colour.
+- default: a table, newest first (by emitted_at), redrawn when something changes. One line per
+  alert: when, severity, rule, scope, entity, window, counts, the value the rule compared and its
+  threshold in the rule's unit (a rate as a percentage, a count as a number), and the cause when
+  the alert has one. On a terminal it redraws in place with the severity in colour (critical red,
+  warning yellow); otherwise each refresh is printed after a `--- HH:MM:SS UTC: N alerts ---`
+  line, without colour.
 - `--json`: one JSON alert a line, printed when an alert_id is new or when a later version differs
   (emitted_at aside); exact re-deliveries are dropped, so the last line of an alert_id is its
   latest version.
@@ -29,48 +32,44 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from finale.common import alert
 from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, silence_stdout
+from finale.common.topics import ALERTS
 
-# AlertBook: the latest version per alert_id; emitted_at changes at every (re-)emission of the
-# same content, so it is not part of "what changed".
-from finale.generator.incidents import AlertBook, cause, clock
+# AlertBook: the latest version per alert_id (emitted_at is not part of "what changed").
+from finale.generator.incidents import AlertBook
 
-COLUMNS = ("EMITTED", "SEVERITY", "SCOPE", "ENTITY", "WINDOW (UTC)", "REQUESTS", "ERRORS",
-           "RATE", "THRESHOLD")
-# Rules whose threshold is a number of requests per window, not a rate (rules.py: surge).
-COUNT_THRESHOLD_RULES = ("surge",)
+# (header, the cell of an alert, right-aligned): the table, one alert a line. VALUE and THRESHOLD
+# read in the rule's unit (a rate as a percentage, a count as a number): the record says which.
+COLUMNS = (
+    ("EMITTED", lambda a: alert.clock(a.get("emitted_at")), False),
+    ("SEVERITY", lambda a: str(a.get("severity") or "-"), False),
+    ("RULE", lambda a: str(a.get("rule") or "-"), False),
+    ("SCOPE", lambda a: str(a.get("entity_type") or "-"), False),
+    ("ENTITY", lambda a: str(a.get("entity") or "-"), False),
+    ("WINDOW (UTC)", lambda a: f"{alert.clock(a.get('window_start'))}-"
+                               f"{alert.clock(a.get('window_end'))}", False),
+    ("REQUESTS", lambda a: alert.number(a.get("requests"), "count"), True),
+    ("ERRORS", lambda a: alert.number(a.get("errors"), "count"), True),
+    ("VALUE", lambda a: alert.number(a.get("value"), a.get("unit")), True),
+    ("THRESHOLD", lambda a: alert.number(a.get("threshold"), a.get("unit")), True),
+    ("CAUSE", alert.cause, False),
+)
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m"}
 RESET = "\033[0m"
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
-def _number(value, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None = None) -> str:
     """The alerts (already in display order) as an aligned text table, one line per alert."""
-    rows = []
-    for alert in alerts[:max_rows] if max_rows is not None else alerts:
-        rows.append((
-            clock(alert.get("emitted_at")),
-            str(alert.get("severity") or "-"),
-            str(alert.get("entity_type") or "-"),
-            str(alert.get("entity") or "-"),
-            f"{clock(alert.get('window_start'))}-{clock(alert.get('window_end'))}",
-            _number(alert.get("requests"), "d"),
-            _number(alert.get("errors"), "d"),
-            _number(alert.get("error_rate"), ".1%"),
-            _number(alert.get("threshold"),
-                    ".1f" if alert.get("rule") in COUNT_THRESHOLD_RULES else ".1%"),
-            cause(alert),
-        ))
-    # The CAUSE column only when an alert has one: alerts of analyzers before the cause fields
-    # keep their table.
-    columns = COLUMNS + ("CAUSE",) if any(row[-1] for row in rows) else COLUMNS
-    rows = [row[:len(columns)] for row in rows]
-    right_aligned = {5, 6, 7, 8}
-    widths = [max([len(columns[i])] + [len(row[i]) for row in rows]) for i in range(len(columns))]
+    shown = alerts[:max_rows] if max_rows is not None else alerts
+    rows = [tuple(cell(a) for _, cell, _ in COLUMNS) for a in shown]
+    # The CAUSE column only when an alert has one.
+    count = len(COLUMNS) if any(row[-1] for row in rows) else len(COLUMNS) - 1
+    headers = [header for header, _, _ in COLUMNS[:count]]
+    right_aligned = {i for i, (_, _, right) in enumerate(COLUMNS) if right}
+    rows = [row[:count] for row in rows]
+    widths = [max([len(headers[i])] + [len(row[i]) for row in rows]) for i in range(count)]
 
     def line(cells, severity: str | None = None) -> str:
         out = []
@@ -81,7 +80,7 @@ def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None 
             out.append(padded)
         return "  ".join(out).rstrip()
 
-    lines = [line(columns)]
+    lines = [line(headers)]
     lines += [line(row, row[1].lower()) for row in rows]
     hidden = len(alerts) - len(rows)
     if hidden > 0:
@@ -94,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Show the alerts of topic `alerts`, one per alert_id (latest version wins).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
-    parser.add_argument("--topic", default="alerts", help="topic to read the alerts from")
+    parser.add_argument("--topic", default=ALERTS.name, help="topic to read the alerts from")
     parser.add_argument("--from-beginning", action="store_true",
                         help="read every alert still in the topic, not only new ones")
     parser.add_argument("--json", action="store_true",
@@ -131,22 +130,12 @@ def open_consumer(bootstrap_servers: str, topic: str, from_beginning: bool):
 
 
 def decode(record) -> dict | None:
-    """The alert in a Kafka record, or None (with a warning) when it is not a JSON alert."""
-    try:
-        alert = json.loads(record.value)
-    except (TypeError, ValueError):
-        alert = None
-    if not isinstance(alert, dict):
-        print(f"warning: skipped a record that is not a JSON object at {record.topic}/"
+    """The alert in a Kafka record (alert.decode), or None with a warning naming the record."""
+    decoded = alert.decode(record.value, record.key)
+    if decoded is None:
+        print(f"warning: skipped a record that is not a JSON alert at {record.topic}/"
               f"{record.partition}@{record.offset}", file=sys.stderr)
-        return None
-    if not alert.get("alert_id"):
-        if record.key is None:
-            print(f"warning: skipped an alert without alert_id at {record.topic}/"
-                  f"{record.partition}@{record.offset}", file=sys.stderr)
-            return None
-        alert["alert_id"] = record.key.decode("utf-8", "replace")
-    return alert
+    return decoded
 
 
 def run(args: argparse.Namespace, consumer, out=sys.stdout) -> None:

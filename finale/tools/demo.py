@@ -43,9 +43,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from finale.analyzer.status import read_status
+from finale.common import alert as alert_record
 from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP
 from finale.common.paths import FINALE_STATE, ROOT, SCRIPTS
-from finale.generator.incidents import AlertBook, clock, read_truth, summary
+from finale.generator.incidents import AlertBook, read_truth, summary
 
 STATE = FINALE_STATE / "demo"
 ANALYZER_STATUS = STATE / "analyzer-status.json"
@@ -93,22 +94,18 @@ class AlertCollector(threading.Thread):
         while not self.stopping.is_set():
             for records in self.consumer.poll(timeout_ms=300).values():
                 for record in records:
-                    try:
-                        alert = json.loads(record.value)
-                        new = alert["alert_id"] not in self.book.alerts
-                        self.book.add(alert)
-                    except (TypeError, ValueError, KeyError):
+                    alert = alert_record.decode(record.value, record.key)
+                    if alert is None:
                         continue
+                    new = alert["alert_id"] not in self.book.alerts
+                    self.book.add(alert)
                     self.messages += 1
                     if new:
-                        scope = (alert.get("entity_type"), alert.get("entity"))
-                        # One line per entity that starts alerting, not per window.
+                        scope = (alert.get("rule"), alert.get("entity_type"), alert.get("entity"))
+                        # One line per rule and entity that starts alerting, not per window.
                         if self.echo and scope not in self.echoed:
                             self.echoed.add(scope)
-                            log(f"alert: {alert.get('severity')} {alert.get('entity_type')} "
-                                f"{alert.get('entity')} window {clock(alert.get('window_start'))}"
-                                f"-{clock(alert.get('window_end'))} "
-                                f"{alert.get('errors')}/{alert.get('requests')} errors")
+                            log(f"alert: {alert_record.summary(alert)}")
         self.consumer.close(autocommit=False)
 
     def stop(self) -> None:

@@ -33,6 +33,8 @@ from pyspark.sql import DataFrame, SparkSession
 from finale.analyzer.access_log import parse_access_log
 from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
 from finale.analyzer.rules import fire_all
+from finale.analyzer.rules.error_rate import ERROR_RATE
+from finale.analyzer.rules.surge import SURGE
 from finale.analyzer.settings import Settings as AnalyzerSettings
 from finale.analyzer.settings import ThresholdParams
 from finale.analyzer.threshold_job import (
@@ -42,9 +44,10 @@ from finale.analyzer.threshold_job import (
     threshold_params,
 )
 from finale.analyzer.thresholds import rule_thresholds_frame
+from finale.common import alert as alert_record
 from finale.common.cli import OneLineErrorParser, run_main
 from finale.common.paths import FINALE_STATE
-from finale.generator.incidents import cause, incident_spec, parse_time, read_truth
+from finale.generator.incidents import incident_spec, parse_time, read_truth
 from finale.generator.replay import inject, open_log, replay_incidents
 from finale.tools.evaluate import Result, epoch, evaluate_window, from_epoch, in_range
 
@@ -98,20 +101,23 @@ def alert_rows(alerts: DataFrame) -> list[dict]:
 
 
 def reason(alert: dict, document: dict, z: float = AnalyzerSettings.z) -> str:
-    """Why an alert fired: its rule, its counts against which threshold (the entity's own or its
-    scope's population, of that rule), and its cause fields."""
-    rule = alert.get("rule") or "error_rate"
-    own = any(item.get("rule", "error_rate") == rule and item["scope"] == alert["entity_type"]
+    """Why an alert fired: its rule, what it compared against which threshold (the entity's own
+    or its scope's population, of that rule), and its cause fields."""
+    rule = alert.get("rule")
+    own = any(item.get("rule") == rule and item["scope"] == alert["entity_type"]
               and item["entity"] == alert["entity"] for item in document["thresholds"])
     source = "its own" if own else f"{alert['entity_type']} population"
     threshold = alert["threshold"]
-    if rule == "surge":  # requests above the learned count with a Poisson margin (rules.py)
+    if rule == SURGE:  # requests above the learned count with a Poisson margin
         text = (f"surge: {alert['requests']} requests > {threshold:g} + {z:g} x sqrt({threshold:g})"
                 f" = {threshold + z * threshold ** 0.5:.1f} ({source})")
-    else:
+    elif rule == ERROR_RATE:  # the Wilson bound of the error rate above the threshold
         text = (f"{alert['errors']}/{alert['requests']} errors ({alert['error_rate']:.0%}) > "
                 f"{threshold:g} ({source})")
-    return text + (f"; cause: {cause(alert)}" if cause(alert) else "")
+    else:  # another rule: what its alert says it compared
+        text = f"{rule}: {alert_record.measure(alert)} ({source})"
+    cause = alert_record.cause(alert)
+    return text + (f"; cause: {cause}" if cause else "")
 
 
 def false_alert_lines(alerts: list[dict], document: dict) -> list[str]:
