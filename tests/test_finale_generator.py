@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, free_port, wait_for
 
 from finale.generator import app as gen
+from finale.generator import traffic
 
 SCRIPT = str(ROOT / "finale" / "log_generator.py")
 START = "2026-11-28T09:00:00Z"
@@ -58,7 +59,8 @@ def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[bytes, bytes]
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
@@ -71,7 +73,8 @@ def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[bytes, bytes]
             return all(len(records[tp.partition]) >= ends[tp] for tp in partitions)
 
         wait_for(complete, 60, f"the {sum(ends.values())} records of {topic}")
-        assert {p: len(r) for p, r in records.items()} == {tp.partition: ends[tp] for tp in partitions}
+        assert ({p: len(r) for p, r in records.items()}
+                == {tp.partition: ends[tp] for tp in partitions})
         return records
     finally:
         consumer.close(autocommit=False)
@@ -214,7 +217,7 @@ MODEL = ["--seed", "21", "--users", "20", "--rate", str(RATE), "--history", repr
 
 @pytest.fixture(scope="module")
 def model():
-    return gen.build_traffic_model(20, 20, 30, 21)
+    return traffic.build_traffic_model(20, 20, 30, 21)
 
 
 @pytest.fixture(scope="module")
@@ -228,9 +231,12 @@ def test_incidents_fail_their_entity_in_their_window_only(tmp_path, model, calm)
     lines = generate(*MODEL, "--incident", f"ip={ip}@10+10", "--incident", "url=/cart@25.5+10",
                      "--incident", "global@45+5", "--truth", str(truth))
     assert [json.loads(line) for line in truth.read_text().splitlines()] == [
-        {"kind": "ip", "entity": ip, "start": "2026-11-28T09:00:10.000Z", "end": "2026-11-28T09:00:20.000Z"},
-        {"kind": "url", "entity": "/cart", "start": "2026-11-28T09:00:25.500Z", "end": "2026-11-28T09:00:35.500Z"},
-        {"kind": "global", "entity": "*", "start": "2026-11-28T09:00:45.000Z", "end": "2026-11-28T09:00:50.000Z"},
+        {"kind": "ip", "entity": ip,
+         "start": "2026-11-28T09:00:10.000Z", "end": "2026-11-28T09:00:20.000Z"},
+        {"kind": "url", "entity": "/cart",
+         "start": "2026-11-28T09:00:25.500Z", "end": "2026-11-28T09:00:35.500Z"},
+        {"kind": "global", "entity": "*",
+         "start": "2026-11-28T09:00:45.000Z", "end": "2026-11-28T09:00:50.000Z"},
     ]
     assert len(lines) == COUNT
     # Line i has log time 09:00:00 + i/100 s: the windows are these index ranges.
@@ -248,7 +254,7 @@ def test_incidents_fail_their_entity_in_their_window_only(tmp_path, model, calm)
         assert failures >= n * 0.9 - 5 * math.sqrt(n * 0.9 * 0.1), (kind, failures, n)
         assert failures / n > 0.8
     incident_lines = set().union(*map(set, touched.values()))
-    for i, (line, before) in enumerate(zip(lines, calm)):
+    for i, (line, before) in enumerate(zip(lines, calm, strict=True)):
         if i not in incident_lines:
             assert line == before, i  # the stage-2 model, byte for byte
         else:
@@ -309,7 +315,8 @@ def test_history_writes_hours_of_log_time_unpaced(tmp_path):
     lines = out.read_text().splitlines()
     assert len(lines) == 7200  # 0.5 h * 3600 s * 4 lines/s
     # Line i at 09:00:00 + i/4 s: four lines per second, every second of the half hour.
-    assert [log_time(line) for line in lines] == [T0 + timedelta(seconds=i // 4) for i in range(7200)]
+    assert ([log_time(line) for line in lines]
+            == [T0 + timedelta(seconds=i // 4) for i in range(7200)])
     # global@600+60: lines 2400..2639 fail at 90 % (all 240 failing would have odds of 1e-11).
     assert 200 <= sum(status(line) >= 400 for line in lines[2400:2640]) < 240
 
@@ -328,7 +335,8 @@ REAL_LINES = [
     '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326',
     '192.168.1.10 - - [10/Oct/2000:13:55:36 -0700] "GET /a?b=c HTTP/1.1" 404 - "-" "curl/8.5.0"',
     'not an access-log line at all',
-    '10.0.0.7 - - [10/Oct/2000:13:55:38 -0700] "POST /cart HTTP/1.1" 500 12 "https://x/" "Mozilla/5.0 \\"quoted\\""',
+    ('10.0.0.7 - - [10/Oct/2000:13:55:38 -0700] "POST /cart HTTP/1.1" 500 12 "https://x/" '
+     '"Mozilla/5.0 \\"quoted\\""'),
     '',
     '10.0.0.8 - - [10/Oct/2000:13:55:40 -0700] "-" 408 0 "-" "-"',
 ]

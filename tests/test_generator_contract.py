@@ -1,5 +1,5 @@
-"""The log generator contract (see complet/log_generator.py), held for every stage that implements it,
-plus the stage-1 teaching generator (minimal/log_generator.py) at the end.
+"""The log generator contract (see complet/log_generator.py), held for every stage that implements
+it, plus the stage-1 teaching generator (minimal/log_generator.py) at the end.
 
 Generators run in-process through `main([...])` writing to a file, or as a subprocess when the test
 is about the process itself (exit status, stderr, pacing, sockets, signals).
@@ -29,7 +29,8 @@ UNPACED = "1e9"  # lines/s: far above what Python writes, so the run goes as fas
 OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 APACHE_COMBINED = re.compile(
     rf"(?P<ip>{OCTET}(?:\.{OCTET}){{3}}) (?P<ident>\S+) (?P<user>\S+) "
-    r"\[(?P<time>\d\d/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d\d:\d\d:\d\d \+0000)\] "
+    r"\[(?P<time>\d\d/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}"
+    r":\d\d:\d\d:\d\d \+0000)\] "
     r'"(?P<method>GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) (?P<url>/[^\s"]*) HTTP/1\.[01]" '
     r"(?P<status>[1-5]\d\d) (?P<bytes>\d+|-) "
     r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)+)"'
@@ -79,7 +80,8 @@ def script(stage: str) -> str:
 # --- error model -------------------------------------------------------------------------------
 
 USERS, PU, PL, PE, SEED, COUNT = 40, 25, 30, 20, 11, 30_000
-MODEL_FLAGS = ["--users", str(USERS), "--error-users", str(PU), "--error-urls", str(PL), "--seed", str(SEED)]
+MODEL_FLAGS = ["--users", str(USERS), "--error-users", str(PU), "--error-urls", str(PL),
+               "--seed", str(SEED)]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,8 @@ def test_every_line_is_apache_combined_and_comes_from_the_model(error_run, model
     assert {line["url"] for line in error_run} == set(model.urls)
     agents = {}
     for line in error_run:
-        assert agents.setdefault(line["ip"], line["agent"]) == line["agent"], "a user keeps one agent"
+        assert agents.setdefault(line["ip"], line["agent"]) == line["agent"], \
+            "a user keeps one agent"
         assert line["status"] in range(200, 400) or line["status"] in range(400, 600)
 
 
@@ -184,7 +187,7 @@ def test_same_seed_same_bytes_other_seed_other_lines(run):
     assert run("--seed", "42", *flags) == first
     other = run("--seed", "43", *flags)
     assert len(other) == len(first)
-    assert sum(a == b for a, b in zip(first, other)) < 30
+    assert sum(a == b for a, b in zip(first, other, strict=True)) < 30
 
 
 def test_line_i_does_not_depend_on_where_the_run_stops(run):
@@ -196,13 +199,15 @@ def test_line_i_does_not_depend_on_where_the_run_stops(run):
 
 def test_start_time_and_log_time_spacing(run):
     # line i has log time start + i/rate: 09:00:00.25 + i/8 s crosses 09:00:01 at i = 6.
-    lines = run("--seed", "1", "--rate", "8", "--count", "12", "--start-time", "2026-11-28T09:00:00.25Z")
+    lines = run("--seed", "1", "--rate", "8", "--count", "12",
+                "--start-time", "2026-11-28T09:00:00.25Z")
     seconds = [parse(line)["time"].second for line in lines]
     assert seconds == [0] * 6 + [1] * 6
     # An offset is honoured and printed as UTC; a time without offset is UTC.
     for start in ("2026-11-28T10:00:59+01:00", "2026-11-28T09:00:59"):
-        times = [parse(line)["time"] for line in run("--seed", "1", "--rate", UNPACED, "--count", "3",
-                                                     "--start-time", start)]
+        times = [parse(line)["time"]
+                 for line in run("--seed", "1", "--rate", UNPACED, "--count", "3",
+                                 "--start-time", start)]
         assert times == [datetime(2026, 11, 28, 9, 0, 59, tzinfo=timezone.utc)] * 3
 
 
@@ -218,7 +223,8 @@ def test_duration_gives_round_rate_times_seconds_lines(run, rate, duration, expe
 
 
 def test_reader_leaving_early_is_a_quiet_exit(stage):
-    process = subprocess.Popen([PYTHON, script(stage), "--rate", UNPACED, "--seed", "1", "--output", "-"],
+    process = subprocess.Popen([PYTHON, script(stage), "--rate", UNPACED, "--seed", "1",
+                                "--output", "-"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         parse(process.stdout.readline().decode().rstrip("\n"))
@@ -240,7 +246,8 @@ def test_unwritable_output_is_one_line_and_exit_1(stage, tmp_path):
 
 def test_pacing_to_stdout(stage):
     began = time.monotonic()
-    result = subprocess.run([PYTHON, script(stage), "--rate", "200", "--duration", "2", "--output", "-"],
+    result = subprocess.run([PYTHON, script(stage), "--rate", "200", "--duration", "2",
+                             "--output", "-"],
                             capture_output=True, text=True, timeout=60)
     elapsed = time.monotonic() - began
     assert result.returncode == 0, result.stderr
@@ -270,13 +277,15 @@ class Server:
             [PYTHON, script(stage), "--host", "127.0.0.1", "--port", str(self.port), *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
-        threading.Thread(target=collect, args=(self.process.stderr, self.stderr), daemon=True).start()
+        threading.Thread(target=collect, args=(self.process.stderr, self.stderr),
+                         daemon=True).start()
         wait_for(lambda: any(line.startswith("listening on") for line in self.stderr), 30,
                  "the generator to listen")
 
 
     def connected_at(self, client: socket.socket) -> int:
-        pattern = re.compile(rf"client 127\.0\.0\.1:{client.getsockname()[1]} connected at line (\d+)")
+        port = client.getsockname()[1]
+        pattern = re.compile(rf"client 127\.0\.0\.1:{port} connected at line (\d+)")
         found = wait_for(lambda: next(filter(None, map(pattern.fullmatch, self.stderr)), None), 10,
                          "the connect message")
         return int(found.group(1))
@@ -341,7 +350,8 @@ def test_socket_clients_come_and_go_and_get_the_regenerated_lines(stage, run):
 
 
 def test_socket_count_ends_the_server_after_the_last_line(stage):
-    server = Server(stage, "--rate", "1000", "--seed", "2", "--count", "2000", "--start-time", START)
+    server = Server(stage, "--rate", "1000", "--seed", "2", "--count", "2000",
+                    "--start-time", START)
     try:
         client = Client(server.port)
         first = server.connected_at(client.sock)
@@ -390,7 +400,8 @@ def test_minimal_generator_shows_exactly_what_each_client_received():
             name = f"127.0.0.1:{client.sock.getsockname()[1]}"
             received[name] = client.read_lines(8)
             client.sock.close()
-            wait_for(lambda: f"# client {name} disconnected" in stdout, 10, "the disconnect line")
+            wait_for(lambda name=name: f"# client {name} disconnected" in stdout, 10,
+                     "the disconnect line")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
         assert "Traceback" not in process.stderr.read()
@@ -409,9 +420,11 @@ def test_minimal_generator_shows_exactly_what_each_client_received():
 def test_minimal_generator_bad_input():
     minimal = str(ROOT / "minimal" / "log_generator.py")
     with socket.create_server(("127.0.0.1", 0)) as busy:
-        result = subprocess.run([PYTHON, minimal, "--host", "127.0.0.1", "--port", str(busy.getsockname()[1])],
+        result = subprocess.run([PYTHON, minimal, "--host", "127.0.0.1",
+                                 "--port", str(busy.getsockname()[1])],
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and "error: cannot listen" in result.stderr
-    result = subprocess.run([PYTHON, minimal, "--rate", "0"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([PYTHON, minimal, "--rate", "0"], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 2 and "--rate" in result.stderr and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
-"""The local Kafka platform (finale/local_kafka.py): a real broker, real topics, Spark's connector."""
+"""The local Kafka platform (finale/local_kafka.py): a real broker, real topics, Spark's
+connector."""
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from conftest import ROOT, free_port, wait_for
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from finale.tools import local_kafka
+from finale.tools import kafka_jars, local_kafka
 
 SCRIPT = str(ROOT / "finale" / "local_kafka.py")
 EXTERNAL = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
@@ -59,7 +60,8 @@ def test_lines_make_a_round_trip_through_kafka_and_spark(spark, kafka):
                 F.col("value").cast("string").alias("value"))
     )
     expected = spark.createDataFrame(
-        [(meta.partition, meta.offset, key, line) for (key, line), meta in zip(lines, sent)],
+        [(meta.partition, meta.offset, key, line)
+         for (key, line), meta in zip(lines, sent, strict=True)],
         "partition int, offset long, key string, value string",
     )
     assertDataFrameEqual(records.orderBy("partition", "offset"),
@@ -76,10 +78,11 @@ def test_topics_have_the_expected_configuration(kafka):
 
     admin = KafkaAdminClient(bootstrap_servers=kafka)
     try:
-        described = {topic["name"]: len(topic["partitions"])
-                     for topic in admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
+        described = {topic["name"]: len(topic["partitions"]) for topic in
+                     admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
         configs = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, ["cleanup.policy", "message.timestamp.type"])
+            [ConfigResource(ConfigResourceType.TOPIC, name,
+                            ["cleanup.policy", "message.timestamp.type"])
              for name in ("http-logs", "alerts", "http-logs-dlq")],
             config_filter="all")["topic"]
     finally:
@@ -87,8 +90,11 @@ def test_topics_have_the_expected_configuration(kafka):
     assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
     assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
         "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete"}
-    # The analyzer's --max-future check trusts the record timestamp: the broker's clock on http-logs.
-    assert {name: config["message.timestamp.type"]["value"] for name, config in configs.items()} == {
+    # The analyzer's --max-future check trusts the record timestamp: the broker's clock on
+    # http-logs.
+    timestamp_types = {name: config["message.timestamp.type"]["value"]
+                       for name, config in configs.items()}
+    assert timestamp_types == {
         "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime"}
 
 
@@ -112,15 +118,15 @@ def test_start_is_idempotent_and_status_reports_the_broker(kafka):
     status = run_script("status")
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[0] == (
-        f"Kafka {local_kafka.KAFKA_VERSION} running: pid {info['pid']}, port {info['port']}, "
+        f"Kafka {kafka_jars.KAFKA_VERSION} running: pid {info['pid']}, port {info['port']}, "
         f"bootstrap servers {kafka}, log {info['log']}")
     assert {"  http-logs: 3 partitions", "  alerts: 1 partition",
             "  http-logs-dlq: 1 partition"} <= set(status.stdout.splitlines()[1:])
 
 
 def test_missing_connector_is_a_one_line_error(tmp_path):
-    code = ("import sys; from finale.tools import local_kafka; "
-            "local_kafka.ensure_connector(sys.argv[1])")
+    code = ("import sys; from finale.tools import kafka_jars; "
+            "kafka_jars.ensure_connector(sys.argv[1])")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -131,18 +137,18 @@ def test_missing_connector_is_a_one_line_error(tmp_path):
 
 
 def test_connector_of_another_version_is_refused(tmp_path):
-    jars = local_kafka.complete_jars("spark-kafka")
+    jars = kafka_jars.complete_jars("spark-kafka")
     assert jars, "run make setup first"
     stale = tmp_path / "spark-kafka"
     stale.mkdir()
-    stamp = json.loads((jars[0].parent / local_kafka.STAMP).read_text())
+    stamp = json.loads((jars[0].parent / kafka_jars.STAMP).read_text())
     stamp["coordinates"] = ["org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.0"]
-    (stale / local_kafka.STAMP).write_text(json.dumps(stamp))
+    (stale / kafka_jars.STAMP).write_text(json.dumps(stamp))
     for name in stamp["jars"]:
         (stale / name).write_bytes(b"")
-    with pytest.raises(local_kafka.KafkaSetupError, match="is not in .*run `make setup`"):
-        local_kafka.connector_jars(tmp_path)
-    assert local_kafka.connector_jars() == [str(jar) for jar in jars]
+    with pytest.raises(kafka_jars.KafkaSetupError, match="is not in .*run `make setup`"):
+        kafka_jars.connector_jars(tmp_path)
+    assert kafka_jars.connector_jars() == [str(jar) for jar in jars]
 
 
 def test_fetch_when_complete_is_an_offline_no_op_without_maven():
@@ -150,10 +156,10 @@ def test_fetch_when_complete_is_an_offline_no_op_without_maven():
     result = run_script("fetch", "--resolver", "maven", env={"PATH": "", "HOME": "/nonexistent"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"kafka-broker: {len(local_kafka.complete_jars('kafka-broker'))} jars already in "
-        f"{local_kafka.DEFAULT_JARS_DIR / 'kafka-broker'}\n"
-        f"spark-kafka: {len(local_kafka.complete_jars('spark-kafka'))} jars already in "
-        f"{local_kafka.DEFAULT_JARS_DIR / 'spark-kafka'}\n")
+        f"kafka-broker: {len(kafka_jars.complete_jars('kafka-broker'))} jars already in "
+        f"{kafka_jars.DEFAULT_JARS_DIR / 'kafka-broker'}\n"
+        f"spark-kafka: {len(kafka_jars.complete_jars('spark-kafka'))} jars already in "
+        f"{kafka_jars.DEFAULT_JARS_DIR / 'spark-kafka'}\n")
 
 
 # The connector's runtime closure minus what pyspark already ships (spark-*, slf4j, lz4, ...).
@@ -170,17 +176,17 @@ def test_both_resolvers_fetch_the_same_connector(resolver, tmp_path):
     offline after their first run."""
     if resolver == "maven" and not shutil.which("mvn"):
         pytest.skip("Maven is not installed (the Ivy case covers this machine)")
-    saved = local_kafka.JAR_SETS
-    local_kafka.JAR_SETS = {"spark-kafka": saved["spark-kafka"]}
+    saved = kafka_jars.JAR_SETS
+    kafka_jars.JAR_SETS = {"spark-kafka": saved["spark-kafka"]}
     try:
-        fetched = local_kafka.fetch(resolver, jars_dir=tmp_path, log=lambda message: None)
+        fetched = kafka_jars.fetch(resolver, jars_dir=tmp_path, log=lambda message: None)
     finally:
-        local_kafka.JAR_SETS = saved
+        kafka_jars.JAR_SETS = saved
     assert sorted(jar.name for jar in fetched["spark-kafka"]) == CONNECTOR_JARS
-    stamp = json.loads((tmp_path / "spark-kafka" / local_kafka.STAMP).read_text())
+    stamp = json.loads((tmp_path / "spark-kafka" / kafka_jars.STAMP).read_text())
     assert stamp["resolver"] == resolver
-    assert local_kafka.connector_jars(tmp_path) == [str(tmp_path / "spark-kafka" / name)
-                                                     for name in CONNECTOR_JARS]
+    assert kafka_jars.connector_jars(tmp_path) == [str(tmp_path / "spark-kafka" / name)
+                                                    for name in CONNECTOR_JARS]
 
 
 def test_start_refuses_a_port_held_by_another_program(tmp_path):
@@ -237,7 +243,8 @@ def test_start_refuses_a_port_out_of_range(port, tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(f"error: --port must be 1..65535, got {port}")
     assert "Traceback" not in result.stderr
-    with pytest.raises(local_kafka.KafkaSetupError, match="^the broker port must be 1..65535, got 0$"):
+    with pytest.raises(local_kafka.KafkaSetupError,
+                       match="^the broker port must be 1..65535, got 0$"):
         local_kafka.start(port=0, state_dir=tmp_path, log=lambda message: None)
 
 

@@ -125,7 +125,8 @@ class KafkaSink(_Sink):
                 delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 bootstrap_timeout_ms=int(CONNECT_TIMEOUT * 1000),
                 max_block_ms=int(BLOCK_TIMEOUT * 1000))
-            # Fails now (KafkaTimeoutError) rather than at the first line if the topic cannot be had.
+            # Fails now (KafkaTimeoutError) rather than at the first line if the topic cannot be
+            # had.
             self.partitions = sorted(self.producer.partitions_for(topic))
         except KafkaError as error:
             if "bootstrap" in str(error).lower():
@@ -151,7 +152,7 @@ class KafkaSink(_Sink):
         partition_of, partitions = self.partition_of, self.partitions
         sent = self.sent
         try:
-            for line, key in zip(lines, keys):
+            for line, key in zip(lines, keys, strict=True):
                 partition = partition_of.get(key) if key is not None else None
                 if partition is None and key is not None:
                     partition = partition_of[key] = partitions[
@@ -181,10 +182,11 @@ class KafkaSink(_Sink):
 class ConfluentKafkaSink(_Sink):
     """KafkaSink's records, settings and counts with confluent-kafka (librdkafka, in C).
 
-    What makes it cheaper per line: librdkafka partitions (murmur2_random: the Java client's murmur2
-    of the key, so the same partition as KafkaSink) and batches in C, and reports only failed
-    deliveries (delivery.report.only.error): a line that is no longer queued and did not fail was
-    acknowledged, so acknowledged = sent - failed - still queued, without a Python callback per line.
+    What makes it cheaper per line: librdkafka partitions (murmur2_random: the Java client's
+    murmur2 of the key, so the same partition as KafkaSink) and batches in C, and reports only
+    failed deliveries (delivery.report.only.error): a line that is no longer queued and did not
+    fail was acknowledged, so acknowledged = sent - failed - still queued, without a Python
+    callback per line.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, compression: str):
@@ -240,7 +242,7 @@ class ConfluentKafkaSink(_Sink):
         lines, keys = split_records(data)
         sent = self.sent
         try:
-            for line, key in zip(lines, keys):
+            for line, key in zip(lines, keys, strict=True):
                 # Counted before produce(), a C call that queues the line or raises: Python raises
                 # KeyboardInterrupt (Ctrl-C, SIGTERM) between bytecodes, after the call returned,
                 # never between this count and the call, so `sent` is exact, and so is
@@ -303,7 +305,8 @@ def open_kafka(args) -> KafkaSink | ConfluentKafkaSink | None:
 
 
 def open_output(path: str):
-    """stdout's bytes for '-', else the file opened for writing; None (error said) if it cannot be."""
+    """stdout's bytes for '-', else the file opened for writing; None (error said) if it cannot
+    be."""
     if path == "-":
         return sys.stdout.buffer
     try:
@@ -314,7 +317,8 @@ def open_output(path: str):
 
 
 def write_stats(path: str | None, stats: dict) -> None:
-    """--stats-file: the run's counts as one JSON object, written once at the end (None: nothing)."""
+    """--stats-file: the run's counts as one JSON object, written once at the end (None:
+    nothing)."""
     if path is not None:
         write_json_atomically(path, {**stats, "finished_at": datetime.now(timezone.utc).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")})

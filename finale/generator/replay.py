@@ -1,4 +1,5 @@
-"""--replay: send an existing access log unchanged, at a fixed rate or at a multiple of its own pace.
+"""--replay: send an existing access log unchanged, at a fixed rate or at a multiple of its own
+pace.
 
 Real traffic instead of the generated one: the lines are not parsed, only their "[%t]" time is read
 (with --speed) to pace them; lines without one keep the pace of the latest line seen. A `.gz` file
@@ -98,7 +99,8 @@ class IncidentLines:
         elif kind == "url":
             ip, url = client, entity
         else:
-            ip, url = client, (recent[k % len(recent)].decode("utf-8", "replace") if recent else "/")
+            url = recent[k % len(recent)].decode("utf-8", "replace") if recent else "/"
+            ip = client
         status = ERROR_STATUS[kind] if self.rng.random() * 100 < self.error_pct else 200
         stamp = datetime.fromtimestamp(int(self.time(k)), timezone.utc).strftime(
             "%d/%b/%Y:%H:%M:%S +0000")
@@ -195,7 +197,8 @@ def replay(source, out, rate: float, speed: float | None, total: int | None) -> 
     return written
 
 
-def replay_incidents(specs, path: str, truth: str | None) -> tuple[tuple[Incident, ...], str | None]:
+def replay_incidents(specs, path: str,
+                     truth: str | None) -> tuple[tuple[Incident, ...], str | None]:
     """--incident specs of a replay -> Incidents (default entities), and their truth written
     (times from the log's first timestamp); (incidents, None) or ((), the one-line error)."""
     try:
@@ -206,9 +209,11 @@ def replay_incidents(specs, path: str, truth: str | None) -> tuple[tuple[Inciden
         return (), f"argument --incident: {error}"
     for incident in incidents:
         if incident.kind == "global" and incident.entity != GLOBAL_ENTITY:
-            return (), f"argument --incident: a global incident takes no entity, got {incident.entity!r}"
+            return (), ("argument --incident: a global incident takes no entity, "
+                        f"got {incident.entity!r}")
         if any(c.isspace() or c == '"' for c in incident.entity):
-            return (), f"argument --incident: no space or quote in an entity, got {incident.entity!r}"
+            return (), ("argument --incident: no space or quote in an entity, "
+                        f"got {incident.entity!r}")
     if truth is not None and incidents:
         try:
             origin = first_log_time(path)

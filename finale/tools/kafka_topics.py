@@ -1,0 +1,47 @@
+"""The project's topics on any Kafka cluster (the local broker or another): create the missing
+ones, list them. The topics themselves are declared in finale/common/topics.py.
+
+    python finale/local_kafka.py topics [--create] --bootstrap-servers HOST:PORT
+"""
+from __future__ import annotations
+
+from finale.common.topics import TOPICS
+
+
+def admin_client(bootstrap_servers: str, timeout_s: float = 10.0):
+    """A kafka-python admin client of the cluster; the caller closes it."""
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="local-kafka",
+                            request_timeout_ms=int(timeout_s * 1000))
+
+
+def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS) -> list[str]:
+    """Create the project's topics that do not exist yet (idempotent); names created."""
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = admin_client(bootstrap_servers)
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: {"num_partitions": topic.partitions, "replication_factor": 1,
+                          "configs": topic.configs}
+                   for name, topic in topics.items() if name not in existing}
+        if missing:
+            try:
+                admin.create_topics(missing, wait_for_metadata=True)
+            except TopicAlreadyExistsError:  # created meanwhile by someone else: fine
+                pass
+        return sorted(missing)
+    finally:
+        admin.close()
+
+
+def describe_topics(bootstrap_servers: str) -> dict[str, int]:
+    """{topic: partition count} of the cluster, internal topics left out."""
+    admin = admin_client(bootstrap_servers)
+    try:
+        return {topic["name"]: len(topic["partitions"])
+                for topic in admin.describe_topics(admin.list_topics())
+                if not topic["name"].startswith("__")}
+    finally:
+        admin.close()
