@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml | prereqs
 test: setup lint
 	$(PY) -m pytest
 
-# The pure tests only: no broker, no Spark, nothing slow (markers in pytest.ini); seconds, not minutes.
+# The pure tests only: no broker, no Spark, nothing slow (markers in pyproject.toml); seconds, not minutes.
 test-fast: $(VENV)/.installed lint
 	$(PY) -m pytest -m "not kafka and not spark and not slow"
 

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("minimal", "complet", "finale")
 # finale's modules that the stage-parametrized contract suites load by the stages' common names.
-FINALE_MODULES = {"log_generator": "finale.generator.app", "access_log": "finale.analyzer.access_log",
+FINALE_MODULES = {"log_generator": "finale.generator.app",
+                  "access_log": "finale.analyzer.access_log",
                   "spark_streaming_analyzer": "finale.analyzer.app"}
 
 # Everything runs in UTC: Spark's session time zone and the Python side that compares timestamps.
@@ -121,21 +122,11 @@ def kafka():
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
+    """One local Spark session for the run, built as the stage builds its own (one builder:
+    finale/common/spark.py), with the Kafka connector when it is there."""
+    from finale.common.spark import spark_session
 
-    builder = (
-        SparkSession.builder.master("local[2]")
-        .appName("chaussettes-tests")
-        # 200 shuffle partitions (the default) make small local jobs about ten times slower.
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-    )
-    jars = spark_extra_jars()
-    if jars:
-        builder = builder.config("spark.jars", ",".join(jars))
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    session = spark_session("chaussettes-tests", "local[2]", jars=spark_extra_jars(),
+                            log_level="ERROR")
     yield session
     session.stop()

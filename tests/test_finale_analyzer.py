@@ -117,13 +117,15 @@ def alerts_query(spark, bootstrap, topic, checkpoint, trigger, counts=None, dead
     return writers, captured
 
 
-def run_available_now(writer):
+def run_available_now(writer) -> int:
+    """Run the query until it has read what is in the topic; the number of records it read."""
     query = writer.start()
     try:
         assert query.awaitTermination(TIMEOUT), f"query {query.name} did not finish"
     finally:
         query.stop()
     assert query.exception() is None
+    return sum(progress["numInputRows"] for progress in query.recentProgress)
 
 
 def parse_time(text: str) -> datetime:
@@ -156,8 +158,10 @@ def test_incidents_alert_and_steady_background_does_not(spark, kafka, traffic, t
     run_available_now(writers["alerts"])
     writers, fired_quietly = alerts_query(spark, kafka, quiet_topic, tmp_path / "ck-quiet",
                                           {"availableNow": True})
-    run_available_now(writers["alerts"])
+    read_quietly = run_available_now(writers["alerts"])
 
+    # Every quiet line was read and counted, and none of them alerted.
+    assert read_quietly == len(quiet) == LINES
     assert fired_quietly.rows == []
     assert_each_incident_alerts(fired.rows, truth, "defaults")
     # Every alert belongs to an incident: an ip or url alert names an incident's entity, or
@@ -206,15 +210,17 @@ def test_surge_alerts_on_its_ip_with_learned_thresholds_and_quiet_traffic_does_n
     path.write_text(json.dumps(document))
     settings = dataclasses.replace(SETTINGS, thresholds_path=path)
 
-    fired = {}
+    fired, read = {}, {}
     for name, lines in streams.items():
         topic, = new_topics(kafka, name)
         send(kafka, topic, lines[history:], tmp_path / f"{name}-sent.log")
         writers, captured = alerts_query(spark, kafka, topic, tmp_path / f"ck-{name}",
                                          {"availableNow": True}, settings=settings)
-        run_available_now(writers["alerts"])
+        read[name] = run_available_now(writers["alerts"])
         fired[name] = captured.rows
 
+    # Both streams were read whole (150 s at RATE lines/s), and the quiet one never alerted.
+    assert read == {"surge": LINES, "quiet": LINES}
     assert fired["quiet"] == []
     incident_start, incident_end = parse_time(incident["start"]), parse_time(incident["end"])
     latest_start = incident_start + timedelta(seconds=WINDOW_S + TRIGGER_S + 10)

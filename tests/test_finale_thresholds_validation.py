@@ -11,8 +11,6 @@ from finale.analyzer import threshold_job as job
 from finale.analyzer import thresholds as thresholds_file
 from finale.analyzer.settings import Settings
 
-pytestmark = pytest.mark.faults
-
 GOOD = {"version": "v1", "parameters": {"window": "30 seconds", "slide": "10 seconds"},
         "thresholds": [
             {"rule": "error_rate", "scope": "global", "entity": None, "value": 0.1},
