@@ -2,7 +2,8 @@
 
     python finale/alert_viewer.py --help
 
-The code is in finale/tools/alert_viewer.py (the finale package, installed into the venv by `make setup`).
+The code is in finale/tools/alert_viewer.py (the finale package, installed into the venv by
+`make setup`).
 """
 import signal
 import sys

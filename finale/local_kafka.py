@@ -1,8 +1,10 @@
-"""A local Apache Kafka broker (KRaft, official jars) with the project's topics: fetch, start, stop, status.
+"""A local Apache Kafka broker (KRaft, official jars) with the project's topics: fetch, start,
+stop, status.
 
     python finale/local_kafka.py --help
 
-The code is in finale/tools/local_kafka.py (the finale package, installed into the venv by `make setup`).
+The code is in finale/tools/local_kafka.py (the finale package, installed into the venv by
+`make setup`).
 """
 import sys
 

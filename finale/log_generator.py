@@ -1,8 +1,10 @@
-"""Stage 3's log generator: the sock shop's Apache access log into Kafka (http-logs), with incidents.
+"""Stage 3's log generator: the sock shop's Apache access log into Kafka (http-logs), with
+incidents.
 
     python finale/log_generator.py --help
 
-The code is in finale/generator/app.py (the finale package, installed into the venv by `make setup`).
+The code is in finale/generator/app.py (the finale package, installed into the venv by
+`make setup`).
 """
 import sys
 

@@ -2,7 +2,8 @@
 
     python finale/threshold_job.py --help
 
-The code is in finale/analyzer/threshold_job.py (the finale package, installed into the venv by `make setup`).
+The code is in finale/analyzer/threshold_job.py (the finale package, installed into the venv by
+`make setup`).
 """
 import sys
 

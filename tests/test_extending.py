@@ -152,7 +152,8 @@ def test_the_metric_and_the_rule_as_files_keep_every_fast_test_green(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", ".venv", ".cache", ".state", ".git")
     for name in ("finale", "tests", "minimal", "complet", "conf"):
         shutil.copytree(ROOT / name, copy / name, ignore=ignore)
-    shutil.copy(ROOT / "pyproject.toml", copy)
+    for name in ("pyproject.toml", "docker-compose.yml", "Makefile"):
+        shutil.copy(ROOT / name, copy)
     if (ROOT / ".cache").exists():
         (copy / ".cache").symlink_to(ROOT / ".cache")
     with (copy / "finale" / "analyzer" / "metrics.py").open("a", encoding="utf-8") as out:

@@ -193,7 +193,7 @@ def test_missing_confluent_kafka_is_one_line_and_exit_2(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.endswith(
         " error: argument --kafka-client: confluent-kafka is not installed: "
-        "pip install -r bench/requirements.txt (or requirements-dev.txt)\n")
+        "pip install -e '.[bench]' (make setup installs it with the dev extra)\n")
 
 
 @pytest.mark.parametrize("topic", ["bad topic", "", "x" * 250, "..", "caf\u00e9"])

@@ -1,6 +1,6 @@
-"""log_generator.py --replay with --incident/--truth (finale/replay.py) on a slice of the real log.
+"""log_generator.py --replay with --incident/--truth (finale/generator/replay.py) on a slice of the real log.
 
-No Spark, no broker: the replay to a file, compared line by line with what finale/replay.py's
+No Spark, no broker: the replay to a file, compared line by line with what finale/generator/replay.py's
 docstring says it adds, worked out by hand from the slice's timestamps.
 """
 import gzip

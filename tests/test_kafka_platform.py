@@ -152,8 +152,11 @@ def test_connector_of_another_version_is_refused(tmp_path):
 
 
 def test_fetch_when_complete_is_an_offline_no_op_without_maven():
-    # No mvn and no network needed: PATH holds nothing, only the stamps are read.
-    result = run_script("fetch", "--resolver", "maven", env={"PATH": "", "HOME": "/nonexistent"})
+    # No mvn and no network needed: PATH holds nothing, only the stamps are read. PYTHONPATH, if
+    # set, is kept: it says which copy of the package runs.
+    env = {"PATH": "", "HOME": "/nonexistent",
+           **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}}
+    result = run_script("fetch", "--resolver", "maven", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         f"kafka-broker: {len(kafka_jars.complete_jars('kafka-broker'))} jars already in "

@@ -1,4 +1,5 @@
-"""finale/threshold_job.py: the robust threshold formula, the eligibility rules, the JSON file, the CLI."""
+"""finale/analyzer/threshold_job.py: the robust threshold formula, the eligibility rules, the JSON
+file, the CLI."""
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import pytest
 from conftest import ROOT
 from pyspark.testing import assertDataFrameEqual
 
+from finale.analyzer import rules
 from finale.analyzer import threshold_job as job
 from finale.analyzer.rules import error_rate
 
@@ -140,6 +142,11 @@ def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
     version, generated_at = document.pop("version"), document.pop("generated_at")
     assert re.fullmatch(r"[0-9a-f]{16}", version)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", generated_at)
+    # The built-in rules' rows, in their order (a rule added to finale/analyzer/rules/ adds its own
+    # after them: the file holds every registered rule's).
+    learned = len(document["thresholds"])
+    document["thresholds"] = [item for item in document["thresholds"]
+                              if item["rule"] in rules.BUILT_IN]
     # One 1-minute window, 5 parsed lines (2 errors). Entity rates: 10.0.0.1 1/3, shop 0, v6 1;
     # /a 1/2, /b 1/3. Each entity has one window: T = rate + delta (capped at 1).
     # ip population 0, 1/3, 1: median 1/3, MAD 1/3 -> 1/3 + 3 * 1.4826 / 3 > 1 -> 1.
@@ -151,29 +158,46 @@ def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
         "input": {"lines": 6, "parsed": 5, "malformed": 1,
                   "first_time": "2026-11-28T09:00:01Z", "last_time": "2026-11-28T09:00:10Z"},
         "thresholds": [
-            {"rule": "error_rate", "scope": "global", "entity": None, "value": 0.45, "windows": 1, "requests": 5},
-            {"rule": "error_rate", "scope": "ip", "entity": None, "value": 1.0, "windows": 3, "requests": 5},
-            {"rule": "error_rate", "scope": "ip", "entity": "10.0.0.1", "value": 0.383333, "windows": 1, "requests": 3},
-            {"rule": "error_rate", "scope": "ip", "entity": "2001:db8::7", "value": 1.0, "windows": 1, "requests": 1},
-            {"rule": "error_rate", "scope": "ip", "entity": "shop.example.com", "value": 0.05, "windows": 1, "requests": 1},
-            {"rule": "error_rate", "scope": "url", "entity": None, "value": 0.787317, "windows": 2, "requests": 5},
-            {"rule": "error_rate", "scope": "url", "entity": "/a", "value": 0.55, "windows": 1, "requests": 2},
-            {"rule": "error_rate", "scope": "url", "entity": "/b", "value": 0.383333, "windows": 1, "requests": 3},
+            {"rule": "error_rate", "scope": "global", "entity": None, "value": 0.45,
+             "windows": 1, "requests": 5},
+            {"rule": "error_rate", "scope": "ip", "entity": None, "value": 1.0,
+             "windows": 3, "requests": 5},
+            {"rule": "error_rate", "scope": "ip", "entity": "10.0.0.1", "value": 0.383333,
+             "windows": 1, "requests": 3},
+            {"rule": "error_rate", "scope": "ip", "entity": "2001:db8::7", "value": 1.0,
+             "windows": 1, "requests": 1},
+            {"rule": "error_rate", "scope": "ip", "entity": "shop.example.com", "value": 0.05,
+             "windows": 1, "requests": 1},
+            {"rule": "error_rate", "scope": "url", "entity": None, "value": 0.787317,
+             "windows": 2, "requests": 5},
+            {"rule": "error_rate", "scope": "url", "entity": "/a", "value": 0.55,
+             "windows": 1, "requests": 2},
+            {"rule": "error_rate", "scope": "url", "entity": "/b", "value": 0.383333,
+             "windows": 1, "requests": 3},
             # surge: T = max(P99.5, median + 3 * 1.4826 * MAD, 2 * median) of the requests.
             # global [5]: 10; ip population [1, 1, 3]: P99.5 = 1 + 0.99 * 2 = 2.98 (MAD 0);
             # one window each: 2 * requests; url population [2, 3]: median 2.5, MAD 0.5:
             # max(2.995, 4.7239, 5) = 5.
-            {"rule": "surge", "scope": "global", "entity": None, "value": 10.0, "windows": 1, "requests": 5},
-            {"rule": "surge", "scope": "ip", "entity": None, "value": 2.98, "windows": 3, "requests": 5},
-            {"rule": "surge", "scope": "ip", "entity": "10.0.0.1", "value": 6.0, "windows": 1, "requests": 3},
-            {"rule": "surge", "scope": "ip", "entity": "2001:db8::7", "value": 2.0, "windows": 1, "requests": 1},
-            {"rule": "surge", "scope": "ip", "entity": "shop.example.com", "value": 2.0, "windows": 1, "requests": 1},
-            {"rule": "surge", "scope": "url", "entity": None, "value": 5.0, "windows": 2, "requests": 5},
-            {"rule": "surge", "scope": "url", "entity": "/a", "value": 4.0, "windows": 1, "requests": 2},
-            {"rule": "surge", "scope": "url", "entity": "/b", "value": 6.0, "windows": 1, "requests": 3},
+            {"rule": "surge", "scope": "global", "entity": None, "value": 10.0,
+             "windows": 1, "requests": 5},
+            {"rule": "surge", "scope": "ip", "entity": None, "value": 2.98,
+             "windows": 3, "requests": 5},
+            {"rule": "surge", "scope": "ip", "entity": "10.0.0.1", "value": 6.0,
+             "windows": 1, "requests": 3},
+            {"rule": "surge", "scope": "ip", "entity": "2001:db8::7", "value": 2.0,
+             "windows": 1, "requests": 1},
+            {"rule": "surge", "scope": "ip", "entity": "shop.example.com", "value": 2.0,
+             "windows": 1, "requests": 1},
+            {"rule": "surge", "scope": "url", "entity": None, "value": 5.0,
+             "windows": 2, "requests": 5},
+            {"rule": "surge", "scope": "url", "entity": "/a", "value": 4.0,
+             "windows": 1, "requests": 2},
+            {"rule": "surge", "scope": "url", "entity": "/b", "value": 6.0,
+             "windows": 1, "requests": 3},
         ],
     }
-    assert f"thresholds {version}: 16 thresholds from 5 parsed lines (1 malformed" in capsys.readouterr().out
+    assert (f"thresholds {version}: {learned} thresholds from 5 parsed lines (1 malformed"
+            in capsys.readouterr().out)
 
     # Same input and parameters: same version. One more line: a new version.
     assert run_job(tmp_path, TINY_LOG, "again")["version"] == version
@@ -188,11 +212,13 @@ def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--input", "x.log", "--quantile", "1.5"], "--quantile must be in (0, 1], got 1.5"),
     (["--input", "x.log", "--window", "soon"], "bad duration 'soon'"),
-    (["--input", "x.log", "--window", "10 seconds", "--slide", "1 minute"], "is longer than --window"),
+    (["--input", "x.log", "--window", "10 seconds", "--slide", "1 minute"],
+     "is longer than --window"),
     (["--input", "x.log", "--since", "2026-11-28T09:00:00Z"], "use them with --kafka"),
     (["--kafka", "--since", "yesterday"], "not an ISO 8601 time"),
     (["--input", "/nonexistent/*.log"], "--input /nonexistent/*.log: no such file"),
-    (["--min-window-requests", "0", "--input", "x.log"], "--min-window-requests must be in [1, inf]"),
+    (["--min-window-requests", "0", "--input", "x.log"],
+     "--min-window-requests must be in [1, inf]"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -210,7 +236,8 @@ def test_cli_bad_option_as_a_subprocess():
                              "--input", "x.log", "--delta", "-1"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr == "threshold_job.py: error: argument --delta: --delta must be in [0, 1], got -1\n"
+    assert result.stderr == ("threshold_job.py: error: argument --delta: --delta must be in "
+                             "[0, 1], got -1\n")
     assert result.stdout == ""
 
 

@@ -3,7 +3,7 @@
 Format (Apache "combined"; "common" is the same without the last two fields):
 
     %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"
-    192.168.1.10 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTTP/1.1" 404 512 "-" "curl/8.5.0"
+    203.0.113.7 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTTP/1.1" 404 512 "-" "curl/8.5.0"
 
 `parse_access_log` keeps every input row: a line that does not match, or whose timestamp does not
 parse, comes out with `malformed = true` and null fields, so callers can count it or route it aside.
@@ -14,9 +14,9 @@ from pyspark.sql import functions as F
 # One pass of the regex for every line: a line that does not match falls into the second
 # alternative (`^.*$`) and yields empty groups, so regexp_replace turns every line into exactly
 # len(FIELDS) separated fields, then `split` cuts them: one regex pass a line, where one
-# regexp_extract per field runs it once per field. (bench/bench_parser.py, warmed up and
-# interleaved: those 11 regexp_extract alone, raw strings with no conversion, run at 1.26x this
-# whole parser; the "two to three times faster" once written here came from timing them cold.)
+# regexp_extract per field runs it once per field. bench/bench_parser.py compares this whole
+# parser with 11 bare regexp_extract (raw strings, no conversion), warmed up and interleaved
+# (measured: bench/RESULTS.md).
 LINE_PATTERN = (
     r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '               # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '           # "%r": method url protocol, or "-"
@@ -78,8 +78,10 @@ def parse_time(time: Column) -> Column:
     # days_from_civil: March-based years, so February's leap day is the year's last day.
     shifted_year = year - F.when(month <= 2, 1).otherwise(0)
     era_year = shifted_year % 400
-    day_of_year = ((F.lit(153) * (month + F.when(month > 2, -3).otherwise(9)) + 2) / 5).cast("int") + day - 1
-    day_of_era = era_year * 365 + (era_year / 4).cast("int") - (era_year / 100).cast("int") + day_of_year
+    day_of_year = (((F.lit(153) * (month + F.when(month > 2, -3).otherwise(9)) + 2) / 5).cast("int")
+                   + day - 1)
+    day_of_era = (era_year * 365 + (era_year / 4).cast("int") - (era_year / 100).cast("int")
+                  + day_of_year)
     days = (shifted_year / 400).cast("int") * 146097 + day_of_era - 719468
     sign = F.when(F.substring(time, 22, 1) == "-", -1).otherwise(1)
     seconds = (days.cast("long") * 86400 + hour * 3600 + minute * 60 + second
@@ -97,7 +99,8 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
     extra = [name for name in lines.columns if name != "value"]
     # Three projections rather than one: every field reads the split line and is guarded by the
     # parsed timestamp, and inside one projection Spark evaluates such a shared expression once per
-    # use under CASE WHEN (measured: the regex then ran for every field, thirty times slower).
+    # use under CASE WHEN: the regex would run again for every field (bench/bench_parser.py's
+    # "one projection"; measured: bench/RESULTS.md).
     # The optimizer keeps the projections apart, since merging them would repeat those expressions.
     split_lines = lines.select(
         "value", *extra,
@@ -108,7 +111,8 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
         ).alias("fields"),
     )
     raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
-    timed_lines = split_lines.select("value", *extra, "fields", parse_time(raw["time"]).alias("event_time"))
+    timed_lines = split_lines.select("value", *extra, "fields",
+                                     parse_time(raw["time"]).alias("event_time"))
     parsed = F.col("event_time").isNotNull()
 
     def keep(column: Column) -> Column:

@@ -195,8 +195,8 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
         finally:
             admin.close()
     except (KafkaError, OSError, ValueError) as error:
-        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): start one "
-                "with `python finale/local_kafka.py start` or set --bootstrap-servers")
+        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): "
+                "start one with `python finale/local_kafka.py start` or set --bootstrap-servers")
     missing = [topic for topic in topics if topic not in existing]
     if missing:
         return (f"topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}: "
@@ -277,10 +277,12 @@ def run(args: argparse.Namespace) -> int:
                                     handler.thresholds)
     spark.streams.addListener(listener)
     queries = [writer.start() for writer in writers.values()]
+    dead_letter_note = ("" if args.trigger == "available-now"
+                        else f" (dead letters {args.dead_letter_trigger})")
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
-        f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} every {args.slide}, "
-        f"watermark {args.watermark}, max future {args.max_future}, trigger {args.trigger}"
-        f"{'' if args.trigger == 'available-now' else f' (dead letters {args.dead_letter_trigger})'}"
+        f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} "
+        f"every {args.slide}, watermark {args.watermark}, max future {args.max_future}, "
+        f"trigger {args.trigger}{dead_letter_note}"
         f", thresholds {args.thresholds}{'' if args.thresholds.exists() else ' (absent: defaults)'}"
         f", alert sinks {', '.join(args.alert_sink or ['kafka'])}, checkpoint {plan.path}")
     # Ctrl-C / SIGTERM only set a flag: PySpark's own SIGINT handler raises KeyboardInterrupt in

@@ -3,7 +3,8 @@
 `entity_window_counts(logs, window, slide)` counts, per sliding window and for every scope of
 SCOPES at once (global = entity "*", ip, url), each metric of METRICS, then the DERIVED columns:
 the columns of counts_columns(). The analyzer, the threshold job and the evaluations all count
-through this function, so a metric added to METRICS reaches all of them (docs: "Extending").
+through this function, so a metric added to METRICS reaches all of them (finale/README.md,
+"Extending").
 
 The streaming aggregation keeps these counts in its state: a change of the metrics, the scopes or
 the window changes the state's schema, which state_description() names for the analyzer's

@@ -51,7 +51,8 @@ def log_lines(records: DataFrame) -> DataFrame:
 
 def record_clock(source: DataFrame) -> Column:
     """The time a line's date is checked against (--max-future): the Kafka record's timestamp when
-    the source has one, else the micro-batch's own time (current_timestamp(): memory or rate sources).
+    the source has one, else the micro-batch's own time (current_timestamp(): memory or rate
+    sources).
 
     The record's timestamp is the broker's clock when it stored the line on http-logs (created with
     message.timestamp.type=LogAppendTime, finale/common/topics.py), the producer's on a CreateTime
@@ -77,8 +78,9 @@ def valid_lines(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
 
 
 def dead_letters(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
-    """The rows of parse_access_log's output that valid_lines (same `clock`) leaves out: the original
-    line, why (`reason`, one of the constants above) and the record's KAFKA_METADATA columns if present."""
+    """The rows of parse_access_log's output that valid_lines (same `clock`) leaves out: the
+    original line, why (`reason`, one of the constants above) and the record's KAFKA_METADATA
+    columns if present."""
     future = ~F.col("malformed") & in_the_future(clock, max_future_s)
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
     return (
@@ -178,7 +180,8 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
                   dead_letter_trigger: dict | None = None, alerts_source: DataFrame | None = None,
                   alerts_checkpoint: Path | None = None,
                   ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
-    """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert handler.
+    """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert
+    handler.
 
     `source`: a streaming frame with a `value` column (Kafka records, or a memory/rate source in
     tests); `alerts_source`, if given, is the alerts query's own (app.py rewinds it after a change
@@ -186,7 +189,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     DataStreamWriter.trigger (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}),
     `dead_letter_trigger` the dead-letter query's if it differs. The dead-letter query checkpoints
     in `checkpoint`/dead-letters, the alerts query in `alerts_checkpoint`, by default the folder of
-    its state's schema under `checkpoint` (checkpoint.alerts_checkpoint).
+    its state's schema under `checkpoint` (checkpoint.alerts_checkpoint_plan).
     """
     parsed = parse_access_log(log_lines(source))
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)

@@ -22,8 +22,8 @@ DEFAULT_ALERTS_TOPIC = ALERTS.name
 DEFAULT_DLQ_TOPIC = DEAD_LETTERS.name
 # Most Kafka records one micro-batch reads: after an outage or a burst the backlog is drained in
 # batches of this size instead of one batch holding all of it (memory, latency of the first alert).
-# 20,000 records are a few seconds of work on 2 cores (finale/README.md, "Performance"): a backlog
-# is drained in batches of that length, and alerts keep coming out between them.
+# The default keeps one such batch short on the default 2 cores, so alerts keep coming out while a
+# backlog drains (measured: bench/RESULTS.md; with a slower --trigger: docs/performance.md).
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 20_000
 
 
@@ -43,7 +43,8 @@ class Settings:
     thresholds_path: Path = DEFAULT_THRESHOLDS
     # True when the user named the file: then it must exist (no silent fall-back to the defaults).
     thresholds_required: bool = False
-    # A firing global alert inhibits the ip/url alerts of its window (rules.alerts).
+    # A firing global alert inhibits the ip/url alerts of its window, within each rule
+    # (rules.common.inhibited_by_global).
     inhibit_by_global: bool = True
     # ... except the alert of an ip/url holding at least this share of the window's errors: the
     # cause of the global alert (a majority by default).

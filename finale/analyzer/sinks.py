@@ -1,4 +1,5 @@
-"""Where the analyzer's micro-batches go: a sink is a foreachBatch callable (batch, batch_id) -> None.
+"""Where the analyzer's micro-batches go: a sink is a foreachBatch callable
+(batch, batch_id) -> None.
 
 - `kafka_sink(bootstrap, topic, to_records)` writes `alert_records` (key = alert_id, value = the
   alert as JSON, alert.COLUMNS) or `dead_letter_records` (the record's key and line unchanged, why
@@ -65,7 +66,8 @@ def dead_letter_records(dead: DataFrame, source_topic: str) -> DataFrame:
 
 def kafka_sink(bootstrap_servers: str, topic: str,
                to_records: Callable[[DataFrame], DataFrame]) -> BatchSink:
-    """A foreachBatch sink writing `to_records(batch)` (key/value/headers columns) to a Kafka topic."""
+    """A foreachBatch sink writing `to_records(batch)` (key/value/headers columns) to a Kafka
+    topic."""
     def write(batch: DataFrame, batch_id: int) -> None:
         (to_records(batch).write.format("kafka")
          .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -108,7 +110,8 @@ def fan_out(sinks: dict[str, BatchSink]) -> BatchSink:
                 sink(batch, batch_id)
             except Exception as error:
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise SinkError(f"alert sink {label} failed on batch {batch_id}: {first}") from error
+                raise SinkError(f"alert sink {label} failed on batch {batch_id}: "
+                                f"{first}") from error
     return write
 
 

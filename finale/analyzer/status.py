@@ -1,4 +1,5 @@
-"""The analyzer's progress, machine-readable: one JSON file, replaced atomically after every micro-batch.
+"""The analyzer's progress, machine-readable: one JSON file, replaced atomically after every
+micro-batch.
 
 {"pid", "started_at", "updated_at", "queries": {NAME: {
     "name", "id", "active", "batch_id", "rows_read", "rows_read_total", "input_offsets", "backlog",
@@ -10,7 +11,7 @@
 Times are ISO 8601 UTC. `rows_read` and the per-batch counts are those of the query's latest
 micro-batch, the `_total` ones sum every batch since the analyzer started. A healthy analyzer: every
 query `active` and `updated_at` recent (a micro-batch runs at least once per trigger, even idle
-ones report progress about every 10 s). The human status line per batch goes to the log as before.
+ones report progress about every 10 s). The human status line of each batch goes to the log.
 `future_timestamps` (dead-letters query): the dead letters dated beyond --max-future.
 `late_rows_dropped` (alerts query): Spark's numRowsDroppedByWatermark, the (window, entity) rows
 of lines older than the watermark that the aggregation dropped (rows, not lines: a line counts in

@@ -4,8 +4,8 @@ It reads Apache access logs (combined or common format, real or generated; plain
 globs allowed) or a time range of the Kafka topic `http-logs`, counts requests and errors per
 sliding window and entity with the analyzer's own `metrics.entity_window_counts` (so a "window
 error rate" means exactly what the analyzer compares), and learns the thresholds of every
-registered rule (rules.RULES; `surge` learns request counts the same way, see rules.py; `error_rate`
-derives for each scope
+registered rule (rules.RULES; `surge` learns request counts the same way, see
+finale/analyzer/rules/surge.py; `error_rate` derives for each scope
 
     T = min(1, max(P_q(rates), median(rates) + z * 1.4826 * MAD(rates), median(rates) + delta))
 
@@ -15,8 +15,10 @@ their population's threshold). Only windows with at least --min-window-requests 
 
 Run:
     .venv/bin/python finale/threshold_job.py --input .state/finale/history.log
-    .venv/bin/python finale/threshold_job.py --input 'logs/access.log*' --window '5 minutes' --slide '1 minute'
-    .venv/bin/python finale/threshold_job.py --kafka --since 2026-11-28T08:00:00Z --until 2026-11-28T09:00:00Z
+    .venv/bin/python finale/threshold_job.py --input 'logs/access.log*' \
+        --window '5 minutes' --slide '1 minute'
+    .venv/bin/python finale/threshold_job.py --kafka \
+        --since 2026-11-28T08:00:00Z --until 2026-11-28T09:00:00Z
 
 Output: a JSON file (default .state/finale/thresholds.json, written atomically so that the analyzer
 never reads half a file) with `version` (hash of the content), `generated_at`, `parameters`,
@@ -69,7 +71,8 @@ def learn_thresholds(lines: DataFrame, params: ThresholdParams) -> tuple[dict, D
     return document, rates
 
 
-def plot_distributions(rates: DataFrame, document: dict, params: ThresholdParams, path: Path) -> None:
+def plot_distributions(rates: DataFrame, document: dict, params: ThresholdParams,
+                       path: Path) -> None:
     """Histogram of the eligible window error rates per scope, population threshold as a red line,
     per-entity thresholds as grey ticks. Bins are counted by Spark: only ~150 rows come back."""
     import matplotlib
@@ -84,8 +87,9 @@ def plot_distributions(rates: DataFrame, document: dict, params: ThresholdParams
         .count()
         .collect()
     )
-    figure, axes = plt.subplots(1, len(SCOPE_NAMES), figsize=(5 * len(SCOPE_NAMES), 4), squeeze=False)
-    for axis, scope in zip(axes[0], SCOPE_NAMES):
+    figure, axes = plt.subplots(1, len(SCOPE_NAMES), figsize=(5 * len(SCOPE_NAMES), 4),
+                                squeeze=False)
+    for axis, scope in zip(axes[0], SCOPE_NAMES, strict=True):
         counts = [0] * bins
         for row in histogram:
             if row["entity_type"] == scope:
@@ -133,25 +137,31 @@ def bounded(kind, low, high, low_open=False, high_open=False, name="value"):
             left = "(" if low_open else "["
             right = ")" if high_open else "]"
             raise argparse.ArgumentTypeError(
-                f"{name} must be in {left}{low}, {'inf' if high is None else high}{right}, got {text}")
+                f"{name} must be in {left}{low}, {'inf' if high is None else high}{right}, "
+                f"got {text}")
         return number
     return convert
 
 
 def add_threshold_options(parser: argparse.ArgumentParser) -> None:
-    """The parameters of the thresholds (shared with evaluate.py, which learns them the same way)."""
-    parser.add_argument("--min-window-requests", type=bounded(int, 1, None, name="--min-window-requests"),
+    """The parameters of the thresholds (shared with evaluate.py, which learns them the same
+    way)."""
+    parser.add_argument("--min-window-requests",
+                        type=bounded(int, 1, None, name="--min-window-requests"),
                         default=ThresholdParams.min_window_requests,
                         help="a window counts only with at least N requests of its entity")
-    parser.add_argument("--min-entity-windows", type=bounded(int, 1, None, name="--min-entity-windows"),
+    parser.add_argument("--min-entity-windows",
+                        type=bounded(int, 1, None, name="--min-entity-windows"),
                         default=ThresholdParams.min_entity_windows,
-                        help="an IP/URL gets its own threshold only with at least W eligible windows, "
-                             "else its population's applies")
+                        help="an IP/URL gets its own threshold only with at least W eligible "
+                             "windows, else its population's applies")
     parser.add_argument("--quantile", type=bounded(float, 0, 1, low_open=True, name="--quantile"),
-                        default=ThresholdParams.quantile, help="upper quantile term P_q of the window error rates")
+                        default=ThresholdParams.quantile,
+                        help="upper quantile term P_q of the window error rates")
     parser.add_argument("--z", type=bounded(float, 0, None, name="--z"), default=ThresholdParams.z,
                         help="robust term median + z * 1.4826 * MAD (z in standard deviations)")
-    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"), default=ThresholdParams.delta,
+    parser.add_argument("--delta", type=bounded(float, 0, 1, name="--delta"),
+                        default=ThresholdParams.delta,
                         help="minimum margin above the median: median + delta")
 
 
@@ -176,15 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the Kafka topic instead (time range: --since/--until)")
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
                         help=BOOTSTRAP_HELP + " (with --kafka)")
-    parser.add_argument("--topic", default=DEFAULT_TOPIC, help="Kafka topic of the logs (with --kafka)")
+    parser.add_argument("--topic", default=DEFAULT_TOPIC,
+                        help="Kafka topic of the logs (with --kafka)")
     parser.add_argument("--since", type=iso_time, default=None,
-                        help="with --kafka: first record by Kafka timestamp, ISO 8601 (None = the earliest)")
+                        help="with --kafka: first record by Kafka timestamp, ISO 8601 "
+                             "(None = the earliest)")
     parser.add_argument("--until", type=iso_time, default=None,
-                        help="with --kafka: records before this Kafka timestamp, ISO 8601 (None = the latest)")
+                        help="with --kafka: records before this Kafka timestamp, ISO 8601 "
+                             "(None = the latest)")
     parser.add_argument("--output", type=Path, default=DEFAULT_THRESHOLDS,
                         help="thresholds JSON to write (the analyzer's default --thresholds)")
     parser.add_argument("--window", default=ThresholdParams.window,
-                        help="window length, as the analyzer's --window ('N seconds|minutes|hours')")
+                        help="window length, as the analyzer's --window "
+                             "('N seconds|minutes|hours')")
     parser.add_argument("--slide", default=ThresholdParams.slide,
                         help="window slide, as the analyzer's --slide (<= window)")
     add_threshold_options(parser)
@@ -219,7 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--plot {args.plot}: the file name must end in .png")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         # Not a runtime dependency (the Docker image has none): checked before a long Spark job.
-        parser.error("--plot needs matplotlib: pip install -r requirements-dev.txt")
+        parser.error("--plot needs matplotlib: pip install -e '.[dev]' (make setup does)")
     return args
 
 

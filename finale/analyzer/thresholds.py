@@ -1,4 +1,5 @@
-"""The thresholds file: its schema, reading, writing. Written by threshold_job.py, read by the analyzer.
+"""The thresholds file: its schema, reading, writing. Written by threshold_job.py, read by the
+analyzer.
 
 {"version": hash of the content, "generated_at", "parameters", "input",
  "thresholds": [{"rule", "scope", "entity" (null = the population of the scope), "value",
@@ -104,7 +105,8 @@ def validate_thresholds(thresholds, window: str | None = None, slide: str | None
             raise ThresholdsError(f"{where}: value {value!r} is outside [{low:g}, {high:g}]")
         key = (rule.name, item["scope"], entity)
         if key in seen:
-            raise ThresholdsError(f"{where}: a second threshold for the same rule, scope and entity")
+            raise ThresholdsError(
+                f"{where}: a second threshold for the same rule, scope and entity")
         seen.add(key)
     parameters = thresholds.get("parameters")
     if parameters is None:
@@ -167,7 +169,7 @@ def local_frame(spark: SparkSession, rows: list[tuple], schema: StructType) -> D
     args, tuples = {}, []
     for index, row in enumerate(rows):
         markers = []
-        for field, value in zip(schema.fields, row):
+        for field, value in zip(schema.fields, row, strict=True):
             args[f"{field.name}{index}"] = value
             markers.append(f"CAST(:{field.name}{index} AS {field.dataType.simpleString()})")
         tuples.append(f"({', '.join(markers)})")
@@ -189,7 +191,8 @@ def thresholds_document(params: ThresholdParams, statistics: dict,
     order = {scope: rank for rank, scope in enumerate(SCOPE_NAMES)}
     items = []
     for rule, frame in learned.items():
-        # The thresholds table is small (scopes + entities with history): the only collect of the job.
+        # The thresholds table is small (scopes + entities with history): the only collect of the
+        # job.
         rows = frame.select("scope", "entity", "value", "windows", "requests").collect()
         items += sorted(
             ({"rule": rule, "scope": row["scope"], "entity": row["entity"],

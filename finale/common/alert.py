@@ -7,7 +7,7 @@ Field by field (docs/records.md has the same table for readers):
 
 | field | type | what |
 |---|---|---|
-| alert_id | string | sha256 hex of rule, scope, entity and window bounds: deterministic, the Kafka key |
+| alert_id | string | sha256 hex of rule, scope, entity, window bounds (deterministic); Kafka key |
 | rule | string | the rule that fired (error_rate, surge, ...) |
 | entity_type | string | the scope: global, ip or url |
 | entity | string | the IP, the URL, or GLOBAL_ENTITY for the global scope |

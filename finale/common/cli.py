@@ -2,7 +2,8 @@
 
 - OneLineErrorParser: bad input is one line on stderr and exit status 2 (no usage block).
 - HelpFormatter: shows defaults, except None ones and on-off flags.
-- DEFAULT_BOOTSTRAP: env KAFKA_BOOTSTRAP_SERVERS, else localhost:9092 (flags first, env as fallback).
+- DEFAULT_BOOTSTRAP: env KAFKA_BOOTSTRAP_SERVERS, else localhost:9092 (flags first, env as
+  fallback).
 - duration_seconds / is_interval: the one duration grammar, Spark's "N unit" intervals.
 - run_main: the exception ladder of a script's main() (Ctrl-C, closed pipe, runtime errors).
 - write_json_atomically: a JSON file that readers poll (thresholds, status, stats).

@@ -22,7 +22,7 @@ def spark_session(app_name: str, master: str = "local[2]", *, jars: list[str] = 
                   log_level: str = "WARN") -> SparkSession:
     """A session for `app_name` on `master` with the stage's settings (module docstring).
 
-    `jars`: extra jars (Spark's Kafka connector, finale.tools.jars.ensure_connector);
+    `jars`: extra jars (Spark's Kafka connector, finale.tools.kafka_jars.ensure_connector);
     `security`: spark_security.properties_from_args, handed to the JVM in a file, never on a
     command line; `ui`: the Spark UI (the analyzer's, for an operator; off in batch jobs and tests).
     """

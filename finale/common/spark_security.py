@@ -7,11 +7,12 @@ spark.network.crypto.enabled, spark.io.encryption.enabled) with the shared secre
 
 Why a properties file: pyspark hands every SparkSession.builder.config() value to spark-submit as
 `--conf key=value`, on a command line that `ps` shows to every user of the machine. The settings and
-the secret are written instead to a properties file (mode 0600, in /dev/shm when it is writable so it
-never reaches a disk), given to spark-submit by path through PYSPARK_SUBMIT_ARGS, and removed as soon
-as the JVM has started and read it. A Spark standalone master and worker take the same file with
-`--properties-file` (security_properties_file). Executors of a standalone cluster get the secret from
-their worker in the environment variable Spark itself uses (_SPARK_AUTH_SECRET), never in argv.
+the secret are written instead to a properties file (mode 0600, in /dev/shm when it is writable so
+it never reaches a disk), given to spark-submit by path through PYSPARK_SUBMIT_ARGS, and removed as
+soon as the JVM has started and read it. A Spark standalone master and worker take the same file
+with `--properties-file` (security_properties_file). Executors of a standalone cluster get the
+secret from their worker in the environment variable Spark itself uses (_SPARK_AUTH_SECRET), never
+in argv.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ from finale.common.paths import ROOT
 SECURITY_CONF = ROOT / "conf" / "spark-defaults.conf"
 DEFAULT_SECRET_FILE = ROOT / ".secrets" / "spark-authenticate.secret"
 SECRET_KEY = "spark.authenticate.secret"
-SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled", "spark.io.encryption.enabled")
-# A secret shorter than this is a placeholder or a typo, not a key (`make secret` writes 64 hex digits).
+SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled",
+                 "spark.io.encryption.enabled")
+# A secret shorter than this is a placeholder or a typo, not a key (`make secret` writes 64 hex
+# digits).
 MIN_SECRET_LENGTH = 16
 
 
@@ -185,7 +188,8 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
 
 
 def properties_from_args(args: argparse.Namespace) -> dict[str, str] | None:
-    """The security properties that --secure asks for (None without it); SecurityError if unusable."""
+    """The security properties that --secure asks for (None without it); SecurityError if
+    unusable."""
     return security_properties(args.secret_file) if args.secure else None
 
 

@@ -1,8 +1,8 @@
 """The project's Kafka topics and their configs: the one declaration.
 
-`local_kafka.py` creates them on the local broker; docker-compose.yml's `topics` service creates
-the same ones (tests/test_topics_contract.py fails when the two disagree); the scripts' topic
-defaults are these names.
+finale/tools/local_kafka.py creates them on the local broker; docker-compose.yml's `topics`
+service creates the same ones (tests/test_common_contracts.py fails when the two disagree); the
+scripts' topic defaults are these names.
 """
 from __future__ import annotations
 

@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "their Python package)")
     kafka.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="kafka-python",
                        help="producer library: the same records, partitions and counts; "
-                            "confluent-kafka (librdkafka, pip install -r bench/requirements.txt) "
-                            "uses several times less CPU per line")
+                            "confluent-kafka (librdkafka, pip install -e '.[bench]') "
+                            "uses less CPU per line")
     incidents = parser.add_argument_group("incidents")
     incidents.add_argument("--incident", type=incident_spec, action="append", default=None,
                            metavar="KIND[=ENTITY]@START+DURATION",
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="%% of the requests that fail during an incident (0..100)")
     incidents.add_argument("--incident-rate", type=positive_float, default=None, metavar="R",
                            help="with --replay: lines per second of log time each incident adds "
-                                "(default 2; see finale/replay.py)")
+                                "(default 2; see finale/generator/replay.py)")
     incidents.add_argument("--truth", default=None, metavar="FILE",
                            help="write each incident as a JSON line: kind, entity, start, end "
                                 "(ISO 8601 UTC log time)")
@@ -257,7 +257,7 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
     to_kafka = args.output is None and not args.serve_tcp
     if to_kafka and args.kafka_client == "confluent-kafka":
         try:
-            import confluent_kafka  # noqa: F401  (optional: bench/requirements.txt)
+            import confluent_kafka  # noqa: F401  (optional: pyproject.toml's bench and dev extras)
         except ImportError:
             parser.error(f"argument --kafka-client: {CONFLUENT_MISSING}")
     if args.compression not in ("gzip", "none") and args.kafka_client == "kafka-python":

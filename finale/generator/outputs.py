@@ -1,11 +1,11 @@
 """Where the log generator's lines go, besides a file or stdout: Kafka, one record per line.
 
-The Kafka sinks have the interface write_paced and replay write to (write(bytes), flush(), close()),
-like a binary file, and the same semantics whatever the client (--kafka-client): KafkaSink with
-kafka-python (the default, the runtime requirement), ConfluentKafkaSink with confluent-kafka
-(librdkafka: several times less CPU per line; optional, bench/requirements.txt). open_kafka /
-open_output turn a failure to open into one line on stderr and None. write_stats is --stats-file:
-what a run wrote and delivered, for scripts (the demo) to read.
+The Kafka sinks have the interface write_paced and replay write to (write(bytes), flush(),
+close()), like a binary file, and the same semantics whatever the client (--kafka-client): KafkaSink
+with kafka-python (the default, the runtime requirement), ConfluentKafkaSink with confluent-kafka
+(librdkafka: less CPU per line, measured in bench/RESULTS.md; optional, in the bench and dev extras
+of pyproject.toml). open_kafka / open_output turn a failure to open into one line on stderr and
+None. write_stats is --stats-file: what a run wrote and delivered, for scripts (the demo) to read.
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 from finale.common.cli import write_json_atomically
 
 # Codecs either client can use here: gzip is in the standard library; with kafka-python, lz4,
-# snappy and zstd need extra packages (lz4, python-snappy, zstandard) that requirements.txt does
-# not install; confluent-kafka's librdkafka has all four built in.
+# snappy and zstd need extra packages (lz4, python-snappy, zstandard) that the project's
+# dependencies (pyproject.toml) do not install; confluent-kafka's librdkafka has all four built in.
 COMPRESSIONS = ("gzip", "none", "lz4", "snappy", "zstd")
 KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
-CONFLUENT_MISSING = ("confluent-kafka is not installed: "
-                     "pip install -r bench/requirements.txt (or requirements-dev.txt)")
+CONFLUENT_MISSING = ("confluent-kafka is not installed: pip install -e '.[bench]' "
+                     "(make setup installs it with the dev extra)")
 
 # The producer settings both clients share. Throughput over durability: the leader's ack is enough
 # for generated traffic (idempotence would force acks=all); big batches, filled for up to 20 ms.
@@ -37,8 +37,8 @@ LEGAL_TOPIC_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-")
 
 def topic_name(text: str) -> str:
     """--topic: a name Kafka accepts (1-249 of ASCII letters, digits, '.', '_', '-'; not . or ..),
-    checked here so that a bad one is a usage error with either client (kafka-python raised a bare
-    ValueError from inside the producer)."""
+    checked here so that a bad one is a usage error with either client (kafka-python would raise a
+    bare ValueError from inside the producer)."""
     if not 0 < len(text) < 250 or set(text) - LEGAL_TOPIC_CHARACTERS or text in (".", ".."):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a Kafka topic name (1-249 of letters, digits, '.', '_', '-')")

@@ -97,7 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-beginning", action="store_true",
                         help="read every alert still in the topic, not only new ones")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON alert a line (new or changed alerts) instead of a table")
+                        help="print one JSON alert a line (new or changed alerts) instead of a "
+                             "table")
     parser.add_argument("--max-alerts", type=int, default=None,
                         help="stop after this many distinct alerts (default: never)")
     parser.add_argument("--timeout", type=float, default=None,
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace, consumer, out=sys.stdout) -> None:
 
     def draw() -> None:
         if tty:
-            rows = max(shutil.get_terminal_size().lines - 5, 3)  # title, blank, header, "more", cursor
+            # Lines kept free: the title, a blank, the header, "more", the cursor.
+            rows = max(shutil.get_terminal_size().lines - 5, 3)
             out.write(CLEAR_SCREEN)
             out.write(f"Chaussettes.io alerts ({len(book)}, newest first) - "
                       f"{datetime.now(timezone.utc):%H:%M:%S} UTC - Ctrl-C to quit\n\n")

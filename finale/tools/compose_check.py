@@ -7,10 +7,10 @@ Run inside the stack (`make compose-test` does, through the `check` service of t
 It waits for the generator's truth file (.state/truth.jsonl: the incidents it schedules), then reads
 every alert of the topic `alerts` until the last incident has ended plus --settle seconds (the
 analyzer alerts while a window is open: its windows and micro-batches are done by then), prints the
-summary of finale/demo.py (each incident, its detection latency, the alerts matched) and exits 0 only
-if every incident raised an alert on its own scope and entity, and no alert fired outside the
-incidents (its window overlaps none; see verdict for the alerts on another scope during one).
-Exit 1 otherwise, 2 on a timeout.
+demo's summary (finale/generator/incidents.py: each incident, its detection latency, the alerts
+matched) and exits 0 only if every incident raised an alert on its own scope and entity, and no
+alert fired outside the incidents (its window overlaps none; see verdict for the alerts on another
+scope during one). Exit 1 otherwise, 2 on a timeout.
 """
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def verdict(incidents, alerts: dict[str, dict], firsts: dict[str, dict]) -> tupl
     but that overlap one in time, alerts outside every incident); an alert counts from its first
     version's emitted_at.
 
-    The middle group is demo.match_incident's "no incident" narrowed to what the generator makes
-    possible: outside incidents only the pairs (error-prone user, error-prone URL) fail, so an IP
-    that never fails alerts during a URL incident only because it requested that URL (and a URL
+    The middle group is incidents.match_incident's "no incident" narrowed to what the generator
+    makes possible: outside incidents only the pairs (error-prone user, error-prone URL) fail, so an
+    IP that never fails alerts during a URL incident only because it requested that URL (and a URL
     during an IP incident because that IP requested it). They are reported, not failures; an alert
     outside every incident is a false alert.
     """
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     missed, cross, outside = verdict(incidents, book.alerts, book.firsts)
     print(summary(incidents, book.alerts, book.firsts, book.arrivals, messages)[0])
     print(f"verdict: {len(incidents) - len(missed)}/{len(incidents)} incidents alerted, "
-          f"{len(book.alerts)} alerts: {len(outside)} outside the incidents, {len(cross)} on another "
-          "scope during an incident (an IP requesting a failing URL, or the reverse)", flush=True)
+          f"{len(book.alerts)} alerts: {len(outside)} outside the incidents, {len(cross)} on "
+          "another scope during an incident (an IP requesting a failing URL, or the reverse)",
+          flush=True)
     return 0 if not missed and not outside else 1
 
 

@@ -2,7 +2,7 @@
 
 Run:  make demo                      (90 s of traffic, then a summary)
       make demo DURATION=0           (until Ctrl-C, then the summary)
-      python finale/demo.py --duration 120 --rate 200 --seed 7
+      python -m finale.tools.demo --duration 120 --rate 200 --seed 7
 
 What it does, in order:
 1. uses the Kafka broker answering on --bootstrap-servers, or starts the local one
@@ -122,7 +122,8 @@ class Children:
 
     def start(self, name: str, argv: list[str], log: Path | None) -> subprocess.Popen:
         out = open(log, "w") if log is not None else None
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT if out else None,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs.append((name, proc))
         return proc
@@ -141,7 +142,7 @@ class Children:
                 pass
 
     def stop_all(self) -> None:
-        for name, proc in reversed(self.procs):
+        for _name, proc in reversed(self.procs):
             self.stop(proc)
 
 
@@ -222,7 +223,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=90,
                         help=f"seconds of traffic (0 = until Ctrl-C; else >= {MIN_DURATION})")
     parser.add_argument("--rate", type=float, default=100, help="generated lines per second")
-    parser.add_argument("--seed", type=int, default=7, help="generator seed (traffic and incidents)")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="generator seed (traffic and incidents)")
     parser.add_argument("--users", type=int, default=20,
                         help="generator users (client IPs): few keep the alert table readable")
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
@@ -252,7 +254,8 @@ def ensure_broker(args: argparse.Namespace) -> bool:
         return False
     log("starting the local Kafka broker (finale/local_kafka.py start)")
     port = args.bootstrap_servers.split(",")[0].rpartition(":")[2]
-    started = subprocess.run([sys.executable, str(SCRIPTS / "local_kafka.py"), "start", "--port", port],
+    started = subprocess.run([sys.executable, str(SCRIPTS / "local_kafka.py"), "start",
+                              "--port", port],
                              cwd=ROOT, timeout=args.startup_timeout, capture_output=True, text=True)
     if started.returncode != 0:
         last = (started.stderr.strip().splitlines() or ["local_kafka.py start failed"])[-1]
@@ -277,8 +280,8 @@ def learn_thresholds(args: argparse.Namespace) -> list[str]:
                     "--history", "0.5", "--output", str(history)],
                    cwd=ROOT, check=True, timeout=args.startup_timeout)
     with open(STATE / "threshold_job.log", "w") as job_log:
-        learned = subprocess.run([python, str(SCRIPTS / "threshold_job.py"), "--input", str(history),
-                                  "--output", str(thresholds_file)],
+        learned = subprocess.run([python, str(SCRIPTS / "threshold_job.py"),
+                                  "--input", str(history), "--output", str(thresholds_file)],
                                  cwd=ROOT, check=True, timeout=args.startup_timeout,
                                  stdout=subprocess.PIPE, stderr=job_log, text=True)
     log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
@@ -297,7 +300,8 @@ def start_viewer(children: Children, args: argparse.Namespace, tty: bool) -> Non
 
 def run_traffic(children: Children, args: argparse.Namespace, truth: Path,
                 analyzer: subprocess.Popen) -> None:
-    """The generator with the incidents, until --duration (then the analyzer catches up) or Ctrl-C."""
+    """The generator with the incidents, until --duration (then the analyzer catches up) or
+    Ctrl-C."""
     incidents = incident_flags(args.duration)
     stats_file = STATE / "generator-stats.json"
     stats_file.unlink(missing_ok=True)
@@ -341,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     tty = sys.stdout.isatty()
     truth = STATE / "truth.jsonl"
     truth.unlink(missing_ok=True)
-    # A fresh checkpoint: the analyzer reads from the end of http-logs, not a previous demo's traffic.
+    # A fresh checkpoint: the analyzer reads from the end of http-logs, not an earlier demo's
+    # traffic.
     checkpoint = STATE / "checkpoint"
     shutil.rmtree(checkpoint, ignore_errors=True)
     return_code = 0
@@ -359,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         return_code = 1
     finally:
         # A second Ctrl-C (or a SIGTERM) must not skip the cleanup.
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         children.stop_all()
         if collector is not None:
             collector.stop()

@@ -3,7 +3,9 @@
 For each seed, one continuous stream of the generator (its default error model, so the history is
 normal operation with its background errors) is written to a file in log time, in three phases:
 
-    [history: --history-minutes] [incidents: ip, url, global, surge, labelled with --truth] [quiet: --quiet-minutes]
+    [history: --history-minutes]
+    [incidents: ip, url, global, surge, labelled with --truth]
+    [quiet: --quiet-minutes]
 
 One stream rather than separate runs because the generator's lines depend on (seed, line index)
 only: a second run with the same seed would replay the history (in-sample), another seed would
@@ -18,11 +20,12 @@ wiring is tested with the analyzer):
 3. metrics, printed as a table (and written with --json):
    - recall: incidents with at least one alert on their own entity (the rule and scope that
      detect the kind, incidents.INCIDENT_TARGETS: error_rate for ip/url/global, surge on the IP for
-     a surge; same entity, window overlapping the incident) / incidents. Inhibition cannot hide an ip/url incident behind the
-     global one: the schedule leaves SCHEDULE_GAP seconds between incidents, and a window longer
-     than that (which could overlap an ip/url incident and the global incident) is refused. An
-     ip/url incident that raises the global rate itself above its threshold in every one of its
-     windows would be inhibited, as in the analyzer, and count as missed: recall measures that;
+     a surge; same entity, window overlapping the incident) / incidents. Inhibition cannot hide an
+     ip/url incident behind the global one: the schedule leaves SCHEDULE_GAP seconds between
+     incidents, and a window longer than that (which could overlap an ip/url incident and the
+     global incident) is refused. An ip/url incident that raises the global rate itself above its
+     threshold in every one of its windows would be inhibited, as in the analyzer, and count as
+     missed: recall measures that;
    - alerts are `on` target (same kind and entity as an incident, window overlapping it),
      `coll`ateral (another entity, window overlapping an incident: during a global incident every
      IP and URL really fails, a URL incident raises the global rate) or `false` (no incident);
@@ -31,15 +34,16 @@ wiring is tested with the analyzer):
    - quiet: alerts in the incident-free quiet phase (expected: 0);
    - latency, log time from the incident start to
        * `earliest`: the earliest possible firing: the first log second at which the running
-         counts of a window of that entity satisfy alerts() (the analyzer emits partial windows in
-         update mode, so it can fire there, plus its trigger interval and ingestion delay), and,
-         for an ip/url incident, the running global counts of that window at that second do not
-         inhibit it;
+         counts of a window of that entity make its rule fire (rules.fire_all; the analyzer
+         emits partial windows in update mode, so it can fire there, plus its trigger interval and
+         ingestion delay), and, for an ip/url incident, the running global counts of that window
+         at that second do not inhibit it;
        * `window`: the end of the first alerting window (when that window's counts are complete).
 
 Run:
-    .venv/bin/python finale/evaluate.py                      # seeds 1 2 3, windows 30 s and 1 min
-    .venv/bin/python finale/evaluate.py --seeds 4 --windows '30 seconds' --json .state/finale/evaluation.json
+    .venv/bin/python -m finale.tools.evaluate          # seeds 1 2 3, windows 30 s and 1 min
+    .venv/bin/python -m finale.tools.evaluate --seeds 4 --windows '30 seconds' \
+        --json .state/finale/evaluation.json
 Files: .state/finale/evaluate/seed-S.log (+ .truth.jsonl), thresholds-S-WINDOW.json.
 """
 from __future__ import annotations
@@ -89,7 +93,7 @@ DEFAULT_START = "2026-11-28T00:00:00Z"
 # incident.
 SCHEDULE = (("ip", 60, 120), ("url", 360, 120), ("global", 660, 120), ("surge", 960, 120))
 SCHEDULE_GAP = min(later[1] - (earlier[1] + earlier[2])
-                   for earlier, later in zip(SCHEDULE, SCHEDULE[1:]))  # 180 s
+                   for earlier, later in zip(SCHEDULE, SCHEDULE[1:], strict=False))  # 180 s
 INCIDENT_PHASE = 1200
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -167,11 +171,13 @@ def generate(scenario: Scenario, directory: Path) -> tuple[Path, Path]:
         return log_path, truth_path
     total = scenario.history + INCIDENT_PHASE + scenario.quiet
     url = alertable_url(scenario)
-    incidents = [f"{kind}{'=' + url if kind == 'url' else ''}@{scenario.history + offset}+{duration}"
+    incidents = [f"{kind}{'=' + url if kind == 'url' else ''}"
+                 f"@{scenario.history + offset}+{duration}"
                  for kind, offset, duration in SCHEDULE]
     argv = [sys.executable, str(SCRIPTS / "log_generator.py"), "--seed", str(scenario.seed),
-            "--rate", f"{scenario.rate:g}", "--users", str(scenario.users), "--start-time", scenario.start,
-            "--history", f"{total / 3600:.10g}", "--output", str(log_path), "--truth", str(truth_path)]
+            "--rate", f"{scenario.rate:g}", "--users", str(scenario.users),
+            "--start-time", scenario.start, "--history", f"{total / 3600:.10g}",
+            "--output", str(log_path), "--truth", str(truth_path)]
     for incident in incidents:
         argv += ["--incident", incident]
     done.unlink(missing_ok=True)
@@ -221,7 +227,8 @@ def running_window_counts(logs: DataFrame, window: str, slide: str, entity_type:
         Window.unboundedPreceding, Window.currentRow)
     return (
         windows
-        .join(seconds, (F.col("window_start") >= F.col("w_start")) & (F.col("window_end") <= F.col("w_end")))
+        .join(seconds, (F.col("window_start") >= F.col("w_start"))
+              & (F.col("window_end") <= F.col("w_end")))
         .select(
             F.col("w_start").alias("window_start"),
             F.col("window_end"),
@@ -278,17 +285,21 @@ def earliest_latencies(fire, evaluated: DataFrame, incidents: list[Truth], param
     union = running[0]
     for frame in running[1:]:
         union = union.unionByName(frame)
-    starts = {f"{number}:{incident.kind}": incident.start.timestamp() for number, incident in incidents}
+    starts = {f"{number}:{incident.kind}": incident.start.timestamp()
+              for number, incident in incidents}
     return {row["incident"]: max(0.0, row["window_end"] - starts[row["incident"]])
             for row in (union.groupBy("incident").agg(F.min("window_end").alias("window_end"))
                         .select("incident", epoch("window_end")).collect())}
 
 
-def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, incidents: list[Truth],
-                    params: ThresholdParams, directory: Path) -> tuple[Result, dict]:
-    """Learn on the history phase, alert on the rest (every registered rule), score against the truth."""
+def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario,
+                    incidents: list[Truth], params: ThresholdParams,
+                    directory: Path) -> tuple[Result, dict]:
+    """Learn on the history phase, alert on the rest (every registered rule), score against the
+    truth."""
     settings = AnalyzerSettings()
-    document, thresholds = learn(spark, in_range(logs, scenario.start_time, scenario.incidents_start),
+    document, thresholds = learn(spark,
+                                 in_range(logs, scenario.start_time, scenario.incidents_start),
                                  scenario, params, directory)
 
     def fire(counts: DataFrame) -> DataFrame:
@@ -311,7 +322,8 @@ def evaluate_window(spark: SparkSession, logs: DataFrame, scenario: Scenario, in
         latency_window[key] = None
         if hits:
             detected.append((number, incident))
-            latency_window[key] = max(0.0, (min(end for *_, end, _ in hits) - incident.start).total_seconds())
+            latency_window[key] = max(
+                0.0, (min(end for *_, end, _ in hits) - incident.start).total_seconds())
     latency_earliest = dict.fromkeys(latency_window)
     latency_earliest.update(earliest_latencies(fire, evaluated, detected, params,
                                                settings.inhibit_by_global))
@@ -371,8 +383,10 @@ def report_row(seed, window: str, group: list[Result]) -> str:
     hours = sum(r.evaluated_hours for r in group)
     return (f"{seed:>4} {window:>10} {detected:>3}/{incidents:<3} {fired:>6} {on:>4} "
             f"{coll:>4} {false:>5} {false / hours:>7.2f} "
-            f"{sum(r.quiet_alerts for r in group):>5} {((on + coll) / fired if fired else 1.0):>9.3f}  "
-            f"{latency_text(group, 'latency_earliest'):>9} | {latency_text(group, 'latency_window')}")
+            f"{sum(r.quiet_alerts for r in group):>5} "
+            f"{((on + coll) / fired if fired else 1.0):>9.3f}  "
+            f"{latency_text(group, 'latency_earliest'):>9} | "
+            f"{latency_text(group, 'latency_window')}")
 
 
 def summary_rows(results: list[Result]) -> list[str]:
@@ -398,14 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window slide (the analyzer's --slide)")
     parser.add_argument("--rate", type=bounded(float, 0, None, low_open=True, name="--rate"),
                         default=Scenario.rate, help="generated lines per second of log time")
-    parser.add_argument("--users", type=bounded(int, 1, None, name="--users"), default=Scenario.users,
-                        help="generator --users (one IP each)")
+    parser.add_argument("--users", type=bounded(int, 1, None, name="--users"),
+                        default=Scenario.users, help="generator --users (one IP each)")
     parser.add_argument("--history-minutes", type=bounded(int, 1, None, name="--history-minutes"),
                         default=Scenario.history // 60, help="history to learn the thresholds from")
     parser.add_argument("--quiet-minutes", type=bounded(int, 1, None, name="--quiet-minutes"),
-                        default=Scenario.quiet // 60, help="incident-free traffic after the incidents")
+                        default=Scenario.quiet // 60,
+                        help="incident-free traffic after the incidents")
     add_threshold_options(parser)  # the threshold job's own parameters, same defaults
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="generated logs and thresholds")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                        help="generated logs and thresholds")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--master", default="local[2]", help="Spark master")
     return parser
@@ -438,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         # The threshold job's own session settings: the learning runs in it.
         spark, _ = build_session(args.master, app_name="chaussettes-evaluate")
         session.append(spark)
-        print(f"rate {args.rate:g} lines/s, {args.users} users, history {args.history_minutes} min, "
+        print(f"rate {args.rate:g} lines/s, {args.users} users, "
+              f"history {args.history_minutes} min, "
               f"incidents {' '.join(f'{k}@+{o}s+{d}s' for k, o, d in SCHEDULE)}, quiet "
               f"{args.quiet_minutes} min; analyzer min_requests {AnalyzerSettings.min_requests}, "
               f"min_errors {AnalyzerSettings.min_errors}, z {AnalyzerSettings.z}")
@@ -452,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             seed_results = evaluate_seed(spark, scenario, windows, base, args.dir)
             for result in seed_results:
                 print(report_row(result.seed, result.window, [result]), flush=True)
-            print(f"seed {seed}: evaluated in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+            print(f"seed {seed}: evaluated in {time.monotonic() - began:.0f} s", file=sys.stderr,
+                  flush=True)
             results += seed_results
         for row in summary_rows(results):
             print(row, flush=True)

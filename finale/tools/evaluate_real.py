@@ -1,10 +1,11 @@
-"""Evaluate detection on a real access log: learn on its first hours, replay the rest with incidents.
+"""Evaluate detection on a real access log: learn on its first hours, replay the rest with
+incidents.
 
 evaluate.py measures detection on generated traffic; this is the same measure on real background
-traffic (issue 12), with evaluate.py's own pieces (evaluate_window: learning, every registered rule,
-scoring, latencies) and --replay's own incident injection (replay.inject):
+traffic, with evaluate.py's own pieces (evaluate_window: learning, every registered rule, scoring,
+latencies) and --replay's own incident injection (replay.inject):
 1. the log's first --learn-hours of log time teach the thresholds (threshold_job's parameters,
-   with a --quantile for quiet sites, see finale/README.md);
+   with a --quantile for quiet sites, see docs/evaluation.md);
 2. the rest is scored twice, in batch with the analyzer's functions and defaults (min_requests,
    min_errors, z, inhibition with its cause exception):
    - as it is: every alert is a false alert of real traffic (no incident was injected), listed
@@ -16,7 +17,7 @@ scoring, latencies) and --replay's own incident injection (replay.inject):
      alerting window), as evaluate.py reports them.
 
 Run:
-    .venv/bin/python finale/evaluate_real.py finale/data/secrepo-2021-10-22-to-26.log.gz
+    .venv/bin/python -m finale.tools.evaluate_real finale/data/secrepo-2021-10-22-to-26.log.gz
 Files: .state/finale/evaluate-real/ (the log with incidents, its truth, the learned thresholds).
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ from finale.tools.evaluate import Result, epoch, evaluate_window, from_epoch, in
 
 DEFAULT_DIR = FINALE_STATE / "evaluate-real"
 DEFAULT_LEARN_HOURS = 48.0
-# A quiet site's learning quantile (finale/README.md): its upper windows are one scanner alone.
+# A quiet site's learning quantile (docs/evaluation.md): its upper windows are one scanner alone.
 QUIET_SITE_QUANTILE = 0.95
 HOUR = 3600
 # Incidents after 48 h of learning, one every 8 h (KIND[=ENTITY]@START+DURATION, START in seconds
@@ -154,7 +155,8 @@ def evaluate_real(spark: SparkSession, log: Path, learn_hours: float, specs, rat
         early = [i for i in incidents if i.start < learn_hours * HOUR]
         if early:
             raise ValueError(f"incident {early[0].kind}@{early[0].start:g} starts in the "
-                             f"{learn_hours:g} learning hours: its lines would be learned as normal")
+                             f"{learn_hours:g} learning hours: its lines would be learned as "
+                             "normal")
         write_with_incidents(log, injected, incidents, rate, error_pct, seed=0)
         truth = read_truth(truth_path)
         with_incidents = analysed_columns(parse_access_log(spark.read.text(str(injected)))).cache()
@@ -223,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("log", type=Path, help="a real access log (combined or common, .gz ok)")
     parser.add_argument("--learn-hours", type=bounded(float, 0, None, low_open=True,
                                                       name="--learn-hours"),
-                        default=DEFAULT_LEARN_HOURS, help="log time learned from, from the first line")
+                        default=DEFAULT_LEARN_HOURS,
+                        help="log time learned from, from the first line")
     parser.add_argument("--incident", type=incident_spec, action="append", default=None,
                         metavar="KIND[=ENTITY]@START+DURATION",
                         help="an incident injected as log_generator.py --replay does (START from "

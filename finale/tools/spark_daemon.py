@@ -1,16 +1,18 @@
-"""A Spark standalone master or worker with the project's Spark security (spark_security.py).
+"""A Spark standalone master or worker with the project's Spark security
+(finale/common/spark_security.py).
 
 Run (the same secret file as the analyzer's --secret-file):
 
-    python finale/spark_daemon.py master --host 127.0.0.1 --port 7077
-    python finale/spark_daemon.py worker --host 127.0.0.1 --port 7078 --master spark://127.0.0.1:7077
+    python -m finale.tools.spark_daemon master --host 127.0.0.1 --port 7077
+    python -m finale.tools.spark_daemon worker --host 127.0.0.1 --port 7078 \
+        --master spark://127.0.0.1:7077
     python finale/spark_streaming_analyzer.py --secure --master spark://127.0.0.1:7077
 
 It runs pyspark's own `bin/spark-class` (no Spark install needed) with `--properties-file`: the
 settings of conf/spark-defaults.conf and the secret, in a 0600 file that is removed as soon as the
-daemon listens on its port (it has read the file by then). The daemon's output goes to this process's
-stdout/stderr; SIGTERM or Ctrl-C stops it. The master's REST submission server is turned off (it does
-not authenticate), the web UI (--webui-port) shows the workers and applications.
+daemon listens on its port (it has read the file by then). The daemon's output goes to this
+process's stdout/stderr; SIGTERM or Ctrl-C stops it. The master's REST submission server is turned
+off (it does not authenticate), the web UI (--webui-port) shows the workers and applications.
 """
 from __future__ import annotations
 
@@ -74,8 +76,8 @@ def start(args: argparse.Namespace, timeout_s: float = 120.0, **popen) -> subpro
                 raise DaemonError(f"the Spark {args.role} exited with status {process.returncode}")
             if time.monotonic() > deadline:
                 process.kill()
-                raise DaemonError(f"the Spark {args.role} did not listen on {args.host}:{args.port} "
-                                  f"within {timeout_s:.0f} s")
+                raise DaemonError(f"the Spark {args.role} did not listen on "
+                                  f"{args.host}:{args.port} within {timeout_s:.0f} s")
             time.sleep(0.2)
     return process
 
@@ -104,7 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for flag in ("port", "webui_port"):
         if not 1 <= getattr(args, flag) <= 65535:
-            parser.error(f"--{flag.replace('_', '-')} must be in 1..65535, got {getattr(args, flag)}")
+            parser.error(f"--{flag.replace('_', '-')} must be in 1..65535, "
+                         f"got {getattr(args, flag)}")
     if args.cores < 1:
         parser.error(f"--cores must be >= 1, got {args.cores}")
     if args.role == "worker" and not args.master.startswith("spark://"):

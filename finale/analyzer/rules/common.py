@@ -26,9 +26,9 @@ CAUSE_COLUMNS = ("error_share", "top_entities")
 TOP_ENTITIES = 3
 
 # Columns built once per Spark context and key (memo): building a Column costs a py4j round trip
-# per function call (~0.2 ms), the rules below take a few hundred calls, and the analyzer applies
-# the same rules with the same parameters to a new micro-batch every second or so. A Column is an
-# unresolved expression, valid in any frame of its context.
+# per function call, the rules below take a few hundred calls, and the analyzer applies the same
+# rules with the same parameters to a new micro-batch at every trigger (measured:
+# bench/RESULTS.md). A Column is an unresolved expression, valid in any frame of its context.
 _COLUMNS: dict = {}
 
 
@@ -92,7 +92,8 @@ def baseline_stats(counts: DataFrame, params: ThresholdParams, metric: str) -> D
             F.median(F.abs(F.col("_x") - F.col("median"))).alias("mad"),
             F.percentile("_x", F.lit(float(params.quantile))).alias("upper_quantile"),
         )
-        .where(F.col("entity").isNull() | (F.col("windows") >= F.lit(int(params.min_entity_windows))))
+        .where(F.col("entity").isNull()
+               | (F.col("windows") >= F.lit(int(params.min_entity_windows))))
     )
 
 
@@ -213,9 +214,11 @@ def with_cause(counts: DataFrame) -> DataFrame:
             "entity_type", "_rank", "entity", "requests", "errors"))).over(same_window))
         error_share = F.when(~is_global & (F.col("_global_errors") > 0),
                              (F.col("errors") / F.col("_global_errors")).cast("double"))
-        top_entities = F.when(is_global & (F.size("_top") > 0), F.transform("_top", lambda e: F.struct(
-            e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
-            e["requests"].cast("long").alias("requests"), e["errors"].cast("long").alias("errors")))
+        top_entities = F.when(is_global & (F.size("_top") > 0), F.transform(
+            "_top", lambda e: F.struct(
+                e["entity_type"].alias("entity_type"), e["entity"].alias("entity"),
+                e["requests"].cast("long").alias("requests"),
+                e["errors"].cast("long").alias("errors")))
         ).cast(alert.TOP_ENTITIES_TYPE)
         return ({"_rank": ranked, "_global_errors": global_errors},
                 {"_top": top, "error_share": error_share}, top_entities.alias("top_entities"))
@@ -236,10 +239,10 @@ def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_s
     """`firing` without the ip/url alerts of the windows in which the global scope fires, except
     those whose error_share (with_cause, when the rule computes it) is at least `cause_share`."""
     # Inhibition, like an Alertmanager inhibit rule: when all traffic fails, every IP and URL
-    # fails too and would raise one alert each on top of the global one (a real demo run gave
-    # 3 global + 69 ip + 103 url alerts for one global incident). The global alert says it
-    # all, so the ip/url alerts of its window are dropped (a window function over the firing
-    # rows of each window: whether the window's global row is among them).
+    # fails too and would raise one alert each on top of the global one, an alert storm that
+    # hides the one fact that matters (measured: bench/RESULTS.md, `make evaluate`). The global
+    # alert says it all, so the ip/url alerts of its window are dropped (a window function over
+    # the firing rows of each window: whether the window's global row is among them).
     # Streaming: the analyzer calls this per micro-batch on the window counts updated in that
     # batch (update mode). Every line counts in the global scope, so the global row of a
     # window is updated in every batch that updates any entity of that window: within a
@@ -264,7 +267,8 @@ def inhibited_by_global(firing: DataFrame, cause_share: float = Settings.cause_s
 
 def alert_id_column(rule: Column, entity_type: Column, entity: Column,
                     window_start: Column, window_end: Column) -> Column:
-    """sha256 hex of "rule|entity_type|entity|start|end", the bounds in microseconds since the epoch.
+    """sha256 hex of "rule|entity_type|entity|start|end", the bounds in microseconds since the
+    epoch.
 
     Deterministic (no time zone, no run-dependent input): a replayed or restarted run gives the same
     id to the same alert, so the compacted alerts topic and the viewer keep one copy.

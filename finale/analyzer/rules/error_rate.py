@@ -43,7 +43,7 @@ ERROR_RATE = "error_rate"
 def error_rate_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFrame:
     """One error-rate threshold per scope population and per entity with enough history.
 
-    `rates` has entity_type, entity, requests, error_rate (window_error_rates' output). Output:
+    `rates` has entity_type, entity, requests, error_rate (entity_window_counts' output). Output:
     scope, entity (null = the population of the scope), value, windows, requests, and the three
     terms' ingredients median, mad, upper_quantile (baseline_stats).
     """
@@ -63,7 +63,8 @@ def error_rate_thresholds(rates: DataFrame, params: ThresholdParams) -> DataFram
 def error_rate_alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, min_errors: int,
            z: float, thresholds_version: str | None = None, *,
            inhibit_by_global: bool = True, cause_share: float = Settings.cause_share) -> DataFrame:
-    """The windows of `counts` (entity_window_counts' output) that fire, as alerts (alert.RULE_COLUMNS).
+    """The windows of `counts` (entity_window_counts' output) that fire, as alerts
+    (alert.RULE_COLUMNS).
 
     Threshold of a row: the one of its exact entity (scope = entity_type, entity = entity), else the
     population one of its scope (entity null), else the global population one. Rows without any
@@ -76,7 +77,8 @@ def error_rate_alerts(counts: DataFrame, thresholds: DataFrame, min_requests: in
     fires, critical = memo(("error_rate", int(min_requests), int(min_errors), float(z)), lambda: (
         F.coalesce((F.col("requests") >= F.lit(int(min_requests)))
                    & (F.col("errors") >= F.lit(int(min_errors)))
-                   & (wilson_lower_bound(F.col("errors"), F.col("requests"), z) > F.col("threshold")),
+                   & (wilson_lower_bound(F.col("errors"), F.col("requests"), z)
+                      > F.col("threshold")),
                    F.lit(False)),
         (F.col("error_rate") >= F.col("threshold") * CRITICAL_FACTOR)
         | (F.col("error_rate") >= CRITICAL_RATE)))

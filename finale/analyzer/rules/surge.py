@@ -38,7 +38,8 @@ SURGE_FACTOR = 2.0
 def surge_alerts(counts: DataFrame, thresholds: DataFrame, min_requests: int, z: float,
                  thresholds_version: str | None = None, *,
                  inhibit_by_global: bool = True) -> DataFrame:
-    """The windows of `counts` whose requests surge above their learned baseline (alert.RULE_COLUMNS).
+    """The windows of `counts` whose requests surge above their learned baseline
+    (alert.RULE_COLUMNS).
 
     Threshold T of a row: the one of its exact entity, else the population one of its scope (no
     global fallback: the global request count is no baseline for one IP). A row fires when
@@ -65,7 +66,7 @@ def surge_thresholds(counts: DataFrame, params: ThresholdParams) -> DataFrame:
         T = max(P_q(requests), median + z * 1.4826 * MAD, SURGE_FACTOR * median)
 
     over the requests of the eligible windows (baseline_stats). Same output columns as
-    robust_thresholds."""
+    error_rate.error_rate_thresholds."""
     value = F.greatest(
         F.col("upper_quantile"),
         F.col("median") + F.lit(float(params.z) * MAD_TO_SIGMA) * F.col("mad"),
