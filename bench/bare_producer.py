@@ -18,9 +18,10 @@ import sys
 def produce_kafka_python(lines, args) -> int:
     from kafka import KafkaProducer
 
+    compression = None if args.compression == "none" else args.compression
     producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers.split(","), acks=1,
                              enable_idempotence=False, batch_size=512 * 1024, linger_ms=20,
-                             compression_type=None if args.compression == "none" else args.compression)
+                             compression_type=compression)
     for line in lines:
         producer.send(args.topic, value=line, key=line[:line.find(b" ")] or None)
     producer.flush(timeout=120)

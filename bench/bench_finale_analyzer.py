@@ -9,9 +9,10 @@ throughput: --lines lines of generated traffic (finale/log_generator.py --histor
   topic; then the analyzer's two queries (dead letters + alerts, Kafka sinks, default window, slide,
   watermark and thresholds) process the whole topic with an available-now trigger. Prints the
   wall time from the queries' start to the end of both, and lines/s (lines / that time).
-latency: the analyzer script runs live (its defaults: 1 s trigger; earliest offsets of a fresh topic), the
-  generator sends --rate lines/s in real time with an incident every 40 s (ip, url, alternately),
-  and a consumer of the alerts topic notes, for every incident, the first alert for its entity.
+latency: the analyzer script runs live (its defaults: 1 s trigger; earliest offsets of a fresh
+  topic), the generator sends --rate lines/s in real time with an incident every 40 s (ip, url,
+  alternately), and a consumer of the alerts topic notes, for every incident, the first alert for
+  its entity.
   Latency = Kafka timestamp of that alert - the incident's start (log time = wall time here).
   Prints each incident's latency, then p50 and p95.
 Topics are created fresh and deleted at the end; checkpoints go to a temporary folder.
@@ -83,20 +84,28 @@ def preload(bootstrap: str, topic: str, lines: int, work: Path, *incidents: str)
 def connector_jars(bootstrap: str) -> list[str] | None:
     """The Spark Kafka connector's jars (fetched once), or None after a one-line error on stderr
     if no broker answers at `bootstrap`."""
-    import spark_streaming_analyzer as analyzer
-
+    from finale.analyzer.app import check_kafka
     from finale.tools import local_kafka
 
     jars = local_kafka.ensure_connector()
-    problem = analyzer.check_kafka(bootstrap, [])
+    problem = check_kafka(bootstrap, [])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return None
     return jars
 
 
+def analyzer_session(master: str, jars: list[str]):
+    """A Spark session with the analyzer's own settings (finale.common.spark), Spark's log quiet."""
+    from finale.common.spark import spark_session
+
+    return spark_session("chaussettes-finale-analyzer", master, jars=jars, ui=True,
+                         log_level="ERROR")
+
+
 def broker_parser(doc: str) -> argparse.ArgumentParser:
-    """A benchmark's argument parser: its doc's first line, defaults in --help, --bootstrap-servers."""
+    """A benchmark's argument parser: its doc's first line, defaults in --help,
+    --bootstrap-servers."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
@@ -113,7 +122,8 @@ def chosen_cases(parser: argparse.ArgumentParser, text: str, known: tuple[str, .
     return cases
 
 
-def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str) -> subprocess.Popen:
+def start_analyzer_script(args, topics: dict[str, str], work: Path,
+                          *flags: str) -> subprocess.Popen:
     """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint, the
     documented default thresholds written to `work`, --master args.master) + `flags`; its output
     goes to work/analyzer.log. (An explicit --thresholds path must exist: the analyzer refuses a
@@ -134,16 +144,18 @@ def start_analyzer_script(args, topics: dict[str, str], work: Path, *flags: str)
 
 
 def start_queries(spark, bootstrap, topics, checkpoint, trigger):
-    import spark_streaming_analyzer as analyzer
+    from finale.analyzer import pipeline, sinks
+    from finale.analyzer.settings import Settings
 
-    source = analyzer.kafka_source(spark, bootstrap, topics["logs"], "earliest", None)
-    writers, handler = analyzer.build_queries(
+    source = pipeline.kafka_source(spark, bootstrap, topics["logs"], "earliest", None)
+    writers, handler = pipeline.build_queries(
         source,
-        alert_sink=analyzer.kafka_sink(bootstrap, topics["alerts"], analyzer.alert_records),
-        dead_letter_sink=analyzer.kafka_sink(
-            bootstrap, topics["dlq"], lambda dead: analyzer.dead_letter_records(dead, topics["logs"])),
+        alert_sink=sinks.kafka_sink(bootstrap, topics["alerts"], sinks.alert_records),
+        dead_letter_sink=sinks.kafka_sink(
+            bootstrap, topics["dlq"],
+            lambda dead: sinks.dead_letter_records(dead, topics["logs"])),
         checkpoint=checkpoint, trigger=trigger,
-        settings=analyzer.Settings(thresholds_path=Path("/nonexistent/thresholds.json")),
+        settings=Settings(thresholds_path=Path("/nonexistent/thresholds.json")),
         log=lambda message: None)
     return [writer.start() for writer in writers.values()], handler
 
@@ -245,8 +257,9 @@ def latency(args, spark) -> None:
     if latencies:
         ordered = sorted(latencies)
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-        print(f"alert latency over {len(ordered)} incidents: p50 {statistics.median(ordered):.1f} s, "
-              f"p95 {p95:.1f} s, max {ordered[-1]:.1f} s (rate {args.rate:g} lines/s, "
+        print(f"alert latency over {len(ordered)} incidents: "
+              f"p50 {statistics.median(ordered):.1f} s, p95 {p95:.1f} s, "
+              f"max {ordered[-1]:.1f} s (rate {args.rate:g} lines/s, "
               f"load average {os.getloadavg()[0]:.1f})")
 
 
@@ -254,19 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("mode", choices=("throughput", "latency"), help="what to measure")
-    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers")
+    parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
+                        help="Kafka bootstrap servers")
     parser.add_argument("--lines", type=int, default=200_000, help="throughput: lines pre-loaded")
     parser.add_argument("--rate", type=float, default=None,
                         help="lines per second of log time (default: 1000 throughput, 100 latency)")
-    parser.add_argument("--duration", type=float, default=240, help="latency: seconds of live traffic")
+    parser.add_argument("--duration", type=float, default=240,
+                        help="latency: seconds of live traffic")
     parser.add_argument("--master", default="local[2]", help="Spark master URL")
     args = parser.parse_args(argv)
     if args.rate is None:
         args.rate = 1000.0 if args.mode == "throughput" else 100.0
     if args.lines < 1 or args.rate <= 0 or args.duration < 90:
         parser.error("need --lines >= 1, --rate > 0 and --duration >= 90")
-
-    import spark_streaming_analyzer as analyzer
 
     jars = connector_jars(args.bootstrap_servers)
     if jars is None:
@@ -277,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
         return 0
-    spark = analyzer.build_spark(args.master, jars)
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = analyzer_session(args.master, jars)
     try:
         throughput(args, spark)
     except KeyboardInterrupt:

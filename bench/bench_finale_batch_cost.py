@@ -9,8 +9,8 @@ a batch), where the fixed cost of a batch dominates, not the per-line cost that 
 benchmarks measure. --lines lines of generated traffic (an ip incident) are pre-loaded into a fresh
 3-partition topic; each case then reads the whole topic with a fresh checkpoint, an available-now
 trigger and maxOffsetsPerTrigger = --per-batch, all in one Spark session (local[2]).
-Cases (the analyzer's own code, finale/spark_streaming_analyzer.build_queries; nothing is changed
-in finale/ except where a case says "before"):
+Cases (the analyzer's own code, finale.analyzer.pipeline.build_queries; nothing is changed in
+finale/ except where a case says "before"):
   read                 Kafka -> value -> noop: a bare micro-batch (the baseline)
   dead-letters         the dead-letter query alone, Kafka sink
   alerts               the alerts query alone (window counts, the alert batch, Kafka sink)
@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from bench_finale_analyzer import (
+    analyzer_session,
     broker_parser,
     chosen_cases,
     connector_jars,
@@ -76,34 +75,36 @@ class CompileCounter:
 
 
 def run_case(case, spark, args, topics, work, counter) -> dict:
-    import spark_streaming_analyzer as analyzer
     from pyspark.sql import functions as F
 
-    source = analyzer.kafka_source(spark, args.bootstrap_servers, topics["logs"], "earliest",
+    from finale.analyzer import pipeline, sinks
+    from finale.analyzer.settings import Settings
+
+    source = pipeline.kafka_source(spark, args.bootstrap_servers, topics["logs"], "earliest",
                                    args.per_batch)
     checkpoint = Path(work) / f"ck-{case}-{time.monotonic_ns()}"
     trigger = {"availableNow": True}
     if case == "read":
-        writers = {"read": analyzer.log_lines(source).writeStream.queryName("read").format("noop")
+        writers = {"read": pipeline.log_lines(source).writeStream.queryName("read").format("noop")
                    .trigger(**trigger).option("checkpointLocation", str(checkpoint / "read"))}
     else:
         before = case.endswith("-before")
-        saved = analyzer.record_clock, analyzer.emitted_at
+        saved = pipeline.record_clock, pipeline.emitted_at
         if before:  # the previous wiring, bench-side: the batch's clock, a timestamp emitted_at
-            analyzer.record_clock = lambda _source: F.current_timestamp()
-            analyzer.emitted_at = F.current_timestamp
+            pipeline.record_clock = lambda _source: F.current_timestamp()
+            pipeline.emitted_at = F.current_timestamp
         try:
-            settings = analyzer.Settings(thresholds_path=Path("/nonexistent/thresholds.json"))
-            built, _ = analyzer.build_queries(
+            settings = Settings(thresholds_path=Path("/nonexistent/thresholds.json"))
+            built, _ = pipeline.build_queries(
                 source, checkpoint=checkpoint, trigger=trigger, settings=settings,
-                alert_sink=analyzer.kafka_sink(args.bootstrap_servers, topics["alerts"],
-                                               analyzer.alert_records),
-                dead_letter_sink=analyzer.kafka_sink(
+                alert_sink=sinks.kafka_sink(args.bootstrap_servers, topics["alerts"],
+                                            sinks.alert_records),
+                dead_letter_sink=sinks.kafka_sink(
                     args.bootstrap_servers, topics["dlq"],
-                    lambda dead: analyzer.dead_letter_records(dead, topics["logs"])),
+                    lambda dead: sinks.dead_letter_records(dead, topics["logs"])),
                 log=lambda message: None)
         finally:
-            analyzer.record_clock, analyzer.emitted_at = saved
+            pipeline.record_clock, pipeline.emitted_at = saved
         names = ("dead-letters", "alerts") if case == "both" else (case.removesuffix("-before"),)
         writers = {name: built[name] for name in names}
     for name in writers:
@@ -147,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_batch < 100 or args.lines < 5 * args.per_batch:
         parser.error("need --per-batch >= 100 and --lines >= 5 x --per-batch (5 batches or more)")
 
-    import spark_streaming_analyzer as analyzer
-
     jars = connector_jars(args.bootstrap_servers)
     if jars is None:
         return 1
@@ -157,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     results, spark = {}, None
     try:
         with tempfile.TemporaryDirectory() as work:
-            preload(args.bootstrap_servers, topics["logs"], args.lines, work, "--incident", "ip@5+10")
-            spark = analyzer.build_spark(args.master, jars)
-            spark.sparkContext.setLogLevel("ERROR")
+            preload(args.bootstrap_servers, topics["logs"], args.lines, work,
+                    "--incident", "ip@5+10")
+            spark = analyzer_session(args.master, jars)
             counter = CompileCounter(spark)
             run_case("both", spark, args, topics, work, counter)  # warm-up
             for case in cases:
@@ -186,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for name, m in per_query.items():
             ratio = f"{m['triggerExecution'] / base:.2f}x" if base else "-"
-            print(f"| {case} | {name} | {m['rows']:,.0f} | {m['triggerExecution']:,.0f} | {ratio} | "
-                  f"{m['compiles']:.1f} | " + " | ".join(f"{m[part]:,.0f}" for part in PARTS) + " |")
+            print(f"| {case} | {name} | {m['rows']:,.0f} | {m['triggerExecution']:,.0f} | "
+                  f"{ratio} | {m['compiles']:.1f} | "
+                  + " | ".join(f"{m[part]:,.0f}" for part in PARTS) + " |")
     return 0
 
 

@@ -15,13 +15,14 @@ topic's end offsets are checked to hold exactly --lines records. Cases:
   bare CLIENT gzip / none    bench/bare_producer.py sending the same lines (written to a file
                              first by the generator) with the same producer settings: what each
                              client library allows without the generator
-(confluent-kafka cases only when it is installed: bench/requirements.txt). Each generator case runs
-right before its bare client's, so both see about the same machine. Each case runs --repeat times
-and the best run counts (other programs share the machine: the best run is the one they disturbed
-least). Prints one line per case: seconds, lines/s, the share of the baseline rate, the lines per
-CPU-second the process itself used (user + sys time of the generator or bare producer, its client
-library's threads included: what a shared machine's load changes least; the broker's own work is
-not in it) and, for a generator case, its wall-clock and CPU rates as shares of its bare client's.
+(confluent-kafka cases only when it is installed: the bench extra of pyproject.toml). Each
+generator case runs right before its bare client's, so both see about the same machine. Each case
+runs --repeat times and the best run counts (other programs share the machine: the best run is the
+one they disturbed least). Prints one line per case: seconds, lines/s, the share of the baseline
+rate, the lines per CPU-second the process itself used (user + sys time of the generator or bare
+producer, its client library's threads included: what a shared machine's load changes least; the
+broker's own work is not in it) and, for a generator case, its wall-clock and CPU rates as shares
+of its bare client's.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def run_case(flags: list[str], command: list[str] | None = None) -> tuple[float,
     if result.returncode != 0:
         raise RuntimeError(f"generator failed ({result.returncode}): "
                            f"{result.stderr.strip().splitlines()[-1:]}")
-    return elapsed, (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return elapsed, cpu
 
 
 def topic_records(admin, consumer, topic: str) -> int:
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     stored = topic_records(admin, consumer, topic)
                     if stored != args.lines:
                         raise RuntimeError(f"{topic} holds {stored} records, not {args.lines}")
-                    best, best_cpu = max(best, args.lines / elapsed), max(best_cpu, args.lines / cpu)
+                    best = max(best, args.lines / elapsed)
+                    best_cpu = max(best_cpu, args.lines / cpu)
                 finally:
                     admin.delete_topics([topic])
             results.append((name, best, best_cpu))

@@ -1,12 +1,13 @@
-"""The analyzer's pipeline latency (statistical delay excluded) and CPU, per trigger interval and rate.
+"""The analyzer's pipeline latency (statistical delay excluded) and CPU, per trigger and rate.
 
 Run (a broker first: python finale/local_kafka.py start):
     python bench/bench_finale_latency.py [--rates 1000,10000] [--duration 60]
         [--triggers "0 seconds,500 milliseconds,1 second,2 seconds"] [--incident-every 2]
 
-For every rate and trigger: fresh topics, the analyzer script itself (finale/spark_streaming_analyzer.py,
-defaults except --trigger and --no-inhibit, earliest offsets, fresh checkpoint, default thresholds) is started and
-its first micro-batch (50 warm-up lines) awaited, so start-up is excluded; then the generator
+For every rate and trigger: fresh topics, the analyzer script itself
+(finale/spark_streaming_analyzer.py, defaults except --trigger and --no-inhibit, earliest offsets,
+fresh checkpoint, default thresholds) is started and its first micro-batch (50 warm-up lines)
+awaited, so start-up is excluded; then the generator
 sends --rate lines/s in real time for --duration s, with an incident starting every
 --incident-every s and lasting --incident-length s (ip and url in turn, a different entity each
 time as far as the shop has them), so that a run has enough alerts for its p99; once the
@@ -35,9 +36,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench_finale_analyzer import (
+    broker_parser,
+    create_topics,
+    delete_topics,
+    start_analyzer_script,
+)
 
-from bench_finale_analyzer import broker_parser, create_topics, delete_topics, start_analyzer_script
+ROOT = Path(__file__).resolve().parent.parent
 
 LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:\S+ (\S+?)(?: \S+)?|[^"]*)" (\d{3}) ')
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -126,7 +132,8 @@ def latencies(lines: list[tuple[float, bytes]], alerts: list[tuple[float, bytes]
         start = datetime.fromisoformat(alert["window_start"].replace("Z", "+00:00")).timestamp()
         end = datetime.fromisoformat(alert["window_end"].replace("Z", "+00:00")).timestamp()
         requests = errors = 0
-        for kafka_time, event_time, error in events.get((alert["entity_type"], alert["entity"]), ()):
+        entity = (alert["entity_type"], alert["entity"])
+        for kafka_time, event_time, error in events.get(entity, ()):
             if not start <= event_time < end:
                 continue
             requests, errors = requests + 1, errors + error
@@ -163,7 +170,8 @@ def run(args, rate: float, trigger: str) -> dict:
         warm_up = subprocess.run(
             [sys.executable, str(ROOT / "finale" / "log_generator.py"), "--seed", "4", "--count",
              "50", "--rate", "1e9", "--bootstrap-servers", args.bootstrap_servers,
-             "--topic", topics["logs"]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             "--topic", topics["logs"]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if warm_up.returncode != 0:
             raise RuntimeError(f"generator failed: {warm_up.stderr.strip().splitlines()[-1:]}")
         deadline = time.monotonic() + 300
@@ -187,7 +195,8 @@ def run(args, rate: float, trigger: str) -> dict:
         deadline = time.monotonic() + 300
         while sum(int(n) for n in ALERTS_IN.findall(log_path.read_text(errors="replace"))) < total:
             if analyzer.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the analyzer did not process all {total} lines, see {log_path}")
+                raise RuntimeError(
+                    f"the analyzer did not process all {total} lines, see {log_path}")
             time.sleep(0.5)
         analyzer.send_signal(signal.SIGINT)
         analyzer.wait(90)
@@ -204,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = broker_parser(__doc__)
     parser.add_argument("--rates", default="1000,10000", help="comma-separated lines/s to send")
     parser.add_argument("--triggers", default="0 seconds,500 milliseconds,1 second,2 seconds",
-                        help="comma-separated analyzer --trigger values (the first is the baseline)")
+                        help="comma-separated analyzer --trigger values "
+                             "(the first is the baseline)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of traffic per run")
     parser.add_argument("--incident-every", type=float, default=2,
                         help="seconds between the starts of two incidents")
-    parser.add_argument("--incident-length", type=float, default=8, help="seconds an incident lasts")
+    parser.add_argument("--incident-length", type=float, default=8,
+                        help="seconds an incident lasts")
     parser.add_argument("--master", default="local[2]", help="Spark master URL")
     args = parser.parse_args(argv)
     try:
@@ -222,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 0 < --incident-length <= --duration - 2 and --incident-every > 0")
     incidents = len(incident_flags(args.duration, args.incident_every, args.incident_length)) // 2
 
-    import spark_streaming_analyzer as analyzer
+    from finale.analyzer.app import check_kafka
 
-    problem = analyzer.check_kafka(args.bootstrap_servers, [])
+    problem = check_kafka(args.bootstrap_servers, [])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     print(f"load average {os.getloadavg()[0]:.2f} before; {args.duration:g} s of traffic per run, "
-          f"{incidents} incidents of {args.incident_length:g} s (one every {args.incident_every:g} s)\n")
+          f"{incidents} incidents of {args.incident_length:g} s "
+          f"(one every {args.incident_every:g} s)\n")
     print("| rate lines/s (sent) | trigger | alerts | p50 s | p99 s | max s | p50 vs first trigger "
           "| analyzer CPU (cores) | load |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -251,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 base = base or p50
                 print(f"| {rate:,.0f} ({r['sent_rate']:,.0f}) | {trigger} | {len(values)} | "
                       f"{p50:.2f} | {percentile(values, 0.99):.2f} | {max(values):.2f} | "
-                      f"{p50 / base:.2f}x | {r['cpu']:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+                      f"{p50 / base:.2f}x | {r['cpu']:.2f} | {os.getloadavg()[0]:.2f} |",
+                      flush=True)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1,4 +1,4 @@
-"""Scaling: the pipeline's steady lines/s at local[1], local[2] and on a two-worker standalone cluster.
+"""Scaling: the pipeline's steady lines/s at local[1], local[2] and on a two-worker Spark cluster.
 
 Run (a broker first: python finale/local_kafka.py start):
     python bench/bench_finale_scaling.py [--lines 300000] [--setups local[1],local[2],cluster]
@@ -12,15 +12,17 @@ that script's internals. Setups:
   local[1]  one task slot in the driver's JVM (the same-run baseline of every ratio)
   local[2]  two task slots in the driver's JVM
   cluster   a Spark standalone master and two workers of 1 core each, started here on 127.0.0.1
-            by finale/spark_daemon.py (free ports), the driver asking for spark.cores.max=2 with
-            1-core executors: one executor JVM per worker, the driver in a JVM of its own
-The cluster's daemons always authenticate (spark_daemon.py has no unauthenticated mode): a fresh
+            by finale/tools/spark_daemon.py (free ports), the driver asking for
+            spark.cores.max=2 with 1-core executors: one executor JVM per worker, the driver in a
+            JVM of its own
+The cluster's daemons always authenticate (spark_daemon has no unauthenticated mode): a fresh
 secret goes to a 0600 file in a 0700 folder under the git-ignored .state/scaling/, and the driver
-gets it in a 0600 properties file named by PYSPARK_SUBMIT_ARGS (finale/spark_security.py), never on
-a command line. The driver only authenticates: its RPC and disk traffic stays unencrypted, like
-local[n]'s, so the ratios measure the process layout, not encryption (--secure-cluster adds the
-project's RPC and disk encryption). The cluster is stopped at the end, also on error or Ctrl-C,
-and this script checks that none of its processes (daemons, executors) is left.
+gets it in a 0600 properties file named by PYSPARK_SUBMIT_ARGS
+(finale/common/spark_security.py), never on a command line. The driver only authenticates: its
+RPC and disk traffic stays unencrypted, like local[n]'s, so the ratios measure the process layout,
+not encryption (--secure-cluster adds the project's RPC and disk encryption). The cluster is
+stopped at the end, also on error or Ctrl-C, and this script checks that none of its processes
+(daemons, executors) is left.
 
 Then a sizing projection from the measured per-core rate of the analyzer case (the product's two
 queries): Spark cores and Kafka partitions for --base-rate lines/s x1, x10, x100 at --headroom CPU.
@@ -44,12 +46,12 @@ import threading
 import time
 import urllib.request
 from argparse import Namespace
+from itertools import pairwise
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 from finale.common.cli import HelpFormatter, OneLineErrorParser
 
+ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "bench" / "bench_finale_pipeline.py"
 STATE = ROOT / ".state" / "scaling"
 CASES = ("counts", "analyzer")
@@ -83,8 +85,8 @@ def broker_problem(bootstrap: str) -> str | None:
             return None
         except (OSError, ValueError):
             continue
-    return (f"no Kafka broker answers at {bootstrap} (start one: python finale/local_kafka.py start, "
-            "or pass --bootstrap-servers)")
+    return (f"no Kafka broker answers at {bootstrap} (start one: python finale/local_kafka.py "
+            "start, or pass --bootstrap-servers)")
 
 
 def group_members(pgid: int) -> list[int]:
@@ -124,7 +126,8 @@ def cpu_seconds(root: int, pgids: tuple[int, ...] = ()) -> float:
             pid = table[pid][0]
         return False
 
-    return sum(ticks for pid, (_, _, ticks) in table.items() if counted(pid)) / os.sysconf("SC_CLK_TCK")
+    total = sum(ticks for pid, (_, _, ticks) in table.items() if counted(pid))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Cluster:
@@ -285,7 +288,7 @@ def run_pipeline(master: str, args: argparse.Namespace, env: dict[str, str],
     relaying.join(timeout=10)
     result = {"seconds": time.monotonic() - began, "rates": {}, "errors": {}, "load": None,
               "cpu": {}}
-    for (_, before), (case, after) in zip(marks, marks[1:]):
+    for (_, before), (case, after) in pairwise(marks):
         if case in CASES and after > before:
             result["cpu"][case] = args.lines / (after - before)
     for line in stdout.splitlines():
@@ -391,7 +394,8 @@ def report(results: dict, args: argparse.Namespace, before: str) -> None:
 
 
 def sizing(results: dict, args: argparse.Namespace) -> None:
-    order = [args.size_from] + [s for s in ("cluster", "local[2]", "local[1]") if s != args.size_from]
+    order = [args.size_from] + [s for s in ("cluster", "local[2]", "local[1]")
+                                if s != args.size_from]
     source = next((s for s in order if "analyzer" in results.get(s, {}).get("rates", {})), None)
     if source is None:
         print("\nNo analyzer figure measured: no sizing projection.")
@@ -399,7 +403,8 @@ def sizing(results: dict, args: argparse.Namespace) -> None:
     r = results[source]
     per_core = r["rates"]["analyzer"] / r["cores"]
     per_cpu = r["cpu"].get("analyzer")
-    one, two = (results.get(s, {}).get("rates", {}).get("analyzer") for s in ("local[1]", "local[2]"))
+    one, two = (results.get(s, {}).get("rates", {}).get("analyzer")
+                for s in ("local[1]", "local[2]"))
     efficiency = (f"; local[1] -> local[2] gave {two / one:.2f}x the lines/s for 2x the cores "
                   f"({two / one / 2:.0%} of linear)" if one and two else "")
     cpu_text = (f", and {per_cpu:,.0f} lines per CPU-second of its processes (driver, executors, "
@@ -464,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor-memory", default="768m",
                         help="cluster: spark.executor.memory (at most --worker-memory)")
     parser.add_argument("--cluster-timeout", type=float, default=120,
-                        help="cluster: seconds for each daemon to listen and the workers to register")
+                        help="cluster: seconds for each daemon to listen and the workers to "
+                             "register")
     parser.add_argument("--secure-cluster", action="store_true",
                         help="cluster: the driver also uses conf/spark-defaults.conf (RPC and disk "
                              "encryption), as the analyzer's --secure does")

@@ -8,11 +8,12 @@ The analyzer script itself (finale/spark_streaming_analyzer.py, default settings
 real time, the client IP cycling through --ips distinct addresses (10.x.y.z), log time = now. Every
 --every seconds it samples the alerts query's state rows (stateOperators numRowsTotal, from the
 status file), its watermark and lines read, and the resident memory (RSS, /proc) of the Python
-driver and of its JVM, and the JVM's live heap after a forced full GC (jcmd). The state holds the open windows only: 3 overlapping windows (30 s / 10 s)
-per scope, each with the distinct IPs of its 30 s, so it grows until the first windows close
-(window + watermark = 40 s of log time) and should stay flat afterwards, although the IPs keep
-changing (each IP comes back every ips / rate seconds). Prints one markdown row per sample, then the
-last sample as a ratio to the first one after the plateau began (the baseline, same run).
+driver and of its JVM, and the JVM's live heap after a forced full GC (jcmd). The state holds the
+open windows only: 3 overlapping windows (30 s / 10 s) per scope, each with the distinct IPs of
+its 30 s, so it grows until the first windows close (window + watermark = 40 s of log time) and
+should stay flat afterwards, although the IPs keep changing (each IP comes back every ips / rate
+seconds). Prints one markdown row per sample, then the last sample as a ratio to the first one
+after the plateau began (the baseline, same run).
 """
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from bench_finale_analyzer import create_topics, delete_topics
 
 from finale.common.cli import DEFAULT_BOOTSTRAP
 
+ROOT = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         sender.start()
         print(f"{args.ips:,} IPs at {args.rate:g} lines/s for {args.duration:g} s "
               f"(an IP every {args.ips / args.rate:g} s)")
-        print("| t (s) | lines sent | lines read | backlog | watermark | state rows | driver RSS MB "
-              "(Python + JVM) | JVM live heap MB (after a full GC) |")
+        print("| t (s) | lines sent | lines read | backlog | watermark | state rows "
+              "| driver RSS MB (Python + JVM) | JVM live heap MB (after a full GC) |")
         print("|---:|---:|---:|---:|---|---:|---:|---:|")
         while sender.is_alive():
             time.sleep(args.every)
@@ -190,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(plateau) >= 2:
         first, last = plateau[0], plateau[-1]
         print(f"plateau from t={first['t']:.0f} s to t={last['t']:.0f} s: state rows "
-              f"{first['state']:,} -> {last['state']:,} (x{last['state'] / max(first['state'], 1):.2f}), "
+              f"{first['state']:,} -> {last['state']:,} "
+              f"(x{last['state'] / max(first['state'], 1):.2f}), "
               f"driver RSS {first['rss']:.0f} -> {last['rss']:.0f} MB "
               f"(x{last['rss'] / first['rss']:.2f}), JVM live heap "
-              + (f"{first['heap']:.0f} -> {last['heap']:.0f} MB (x{last['heap'] / first['heap']:.2f}, "
+              + (f"{first['heap']:.0f} -> {last['heap']:.0f} MB "
+                 f"(x{last['heap'] / first['heap']:.2f}, "
                  f"min {min(s['heap'] for s in plateau if s['heap']):.0f}, "
                  f"max {max(s['heap'] for s in plateau if s['heap']):.0f})"
                  if first["heap"] and last["heap"] else "-")

@@ -30,13 +30,16 @@ PYTHON = sys.executable
 BASELINE = r'''
 import random, socket, sys, time
 count, sink = int(sys.argv[1]), sys.argv[2]
-IPS = [f"81.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}" for _ in range(50)]
-URLS = ["/", "/socks", "/socks/wool", "/socks/cotton", "/cart", "/cart/add", "/checkout", "/api/products"]
+IPS = [f"81.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+       for _ in range(50)]
+URLS = ["/", "/socks", "/socks/wool", "/socks/cotton", "/cart", "/cart/add", "/checkout",
+        "/api/products"]
 METHODS = ["GET", "GET", "GET", "POST"]
 STATUSES = [200, 200, 200, 200, 304, 302, 404, 500, 503]
 REFERERS = ["-", "https://chaussettes.io/", "https://www.google.com/"]
 AGENTS = ["Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-          "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"]
+          "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/131.0.0.0 Safari/537.36"]
 if sink == "stdout":
     write = sys.stdout.write
 else:
@@ -46,7 +49,8 @@ else:
     write = lambda line: client.sendall(line.encode())
 for _ in range(count):
     stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-    write(f'{random.choice(IPS)} - - [{stamp}] "{random.choice(METHODS)} {random.choice(URLS)} HTTP/1.1" '
+    write(f'{random.choice(IPS)} - - [{stamp}] '
+          f'"{random.choice(METHODS)} {random.choice(URLS)} HTTP/1.1" '
           f'{random.choice(STATUSES)} {random.randint(200, 20000)} "{random.choice(REFERERS)}" '
           f'"{random.choice(AGENTS)}"\n')
 '''
@@ -141,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.unpaced_lines < 2 or any(rate <= 0 for rate in rates):
         parser.error("--seconds, --rates must be > 0 and --unpaced-lines >= 2")
 
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, stage {args.stage}, "
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+          f"Python {platform.python_version()}, stage {args.stage}, "
           f"{args.seconds:g} s per paced run", flush=True)
-    print(f"{'rate':>8} | {'pipe achieved':>13} {'error':>7} | {'socket achieved':>15} {'error':>7}")
+    print(f"{'rate':>8} | {'pipe achieved':>13} {'error':>7} | "
+          f"{'socket achieved':>15} {'error':>7}")
     try:
         for rate in rates:
             flags = ["--rate", f"{rate:g}", "--duration", f"{args.seconds:g}"]
@@ -157,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
 
         n = str(args.unpaced_lines)
         port, baseline_port = free_port(), free_port()
+        unpaced = ("--rate", "1e12", "--count", n)
         results = {
-            "pipe": (cpu_rate(via_pipe, generator(args.stage, "--rate", "1e12", "--count", n, "--output", "-")),
+            "pipe": (cpu_rate(via_pipe, generator(args.stage, *unpaced, "--output", "-")),
                      cpu_rate(via_pipe, [PYTHON, "-c", BASELINE, n, "stdout"])),
-            "socket": (cpu_rate(via_socket, generator(args.stage, "--rate", "1e12", "--count", n,
-                                                      "--host", "127.0.0.1", "--port", str(port)), port),
-                       cpu_rate(via_socket, [PYTHON, "-c", BASELINE, n, str(baseline_port)], baseline_port)),
+            "socket": (cpu_rate(via_socket, generator(args.stage, *unpaced, "--host", "127.0.0.1",
+                                                      "--port", str(port)), port),
+                       cpu_rate(via_socket, [PYTHON, "-c", BASELINE, n, str(baseline_port)],
+                                baseline_port)),
         }
     except KeyboardInterrupt:
         return 130
@@ -171,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nunpaced, {args.unpaced_lines:,} lines | generator lines/s (per CPU s) "
           f"| naive baseline lines/s (per CPU s) | ratio")
     for sink, ((ours, ours_cpu), (naive, naive_cpu)) in results.items():
-        print(f"{sink:>6} | {ours:>11,.0f} ({ours_cpu:>9,.0f}) | {naive:>11,.0f} ({naive_cpu:>9,.0f}) "
+        print(f"{sink:>6} | {ours:>11,.0f} ({ours_cpu:>9,.0f}) | "
+              f"{naive:>11,.0f} ({naive_cpu:>9,.0f}) "
               f"| {ours / naive:.1f}x ({ours_cpu / naive_cpu:.1f}x)")
     return 0
 

@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                    "stage parser": access_log.parse_access_log(lines)}
         # One untimed pass each (JIT, code generation), then the parsers in turn, round after
         # round: a parser timed only while the machine was busy, or before the JIT warmed up,
-        # would otherwise get a ratio that says nothing about it (x0.89 and x2.05 for the same
-        # code in two runs, each parser timed in a block).
+        # would otherwise get a ratio that says nothing about it.
         for parsed in parsers.values():
             parsed.write.format("noop").mode("overwrite").save()
         best = {name: float("inf") for name in parsers}
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     base = best["baseline (regexp_extract x11)"]
     print(f"{args.lines:,} lines, {args.master}, best of {args.repeat}")
     for name, seconds in best.items():
-        print(f"  {name:<30} {args.lines / seconds:>12,.0f} rows/s   x{base / seconds:.2f} vs baseline")
+        print(f"  {name:<30} {args.lines / seconds:>12,.0f} rows/s   "
+              f"x{base / seconds:.2f} vs baseline")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Where the parser's time goes: its parts and cheaper variants on the same cached lines, one run.
+"""Where the parser's time goes: its parts and column pruning on the same cached lines, one run.
 
 Run:
     python bench/bench_parser_parts.py [--lines 200000] [--repeat 3]
@@ -6,8 +6,8 @@ Run:
 Lines of finale/log_generator.py (seed 1, 3 % of them made malformed: empty, truncated, a bad
 date) are cached in memory on 2 partitions; each variant is written to the `noop` sink (best of
 --repeat, after one untimed warm-up run) and compared with `length(value)` (the bare-read ceiling
-of the issue) and with the stage
-parser (finale/access_log.parse_access_log) measured in the same run:
+of the issue) and with the stage parser (finale.analyzer.access_log.parse_access_log) measured in
+the same run:
   length(value)          the floor: one cheap expression per line
   regex only             access_log's regexp_replace (the one-pass regex), nothing else
   regex + split          + split into the fields array
@@ -15,9 +15,9 @@ parser (finale/access_log.parse_access_log) measured in the same run:
   stage parser           parse_access_log
   stage parser, 4 cols   parse_access_log, only the columns the counts use (ip, url, status,
                          event_time, malformed): what column pruning leaves
-  parse-lite             bench_finale_pipeline.parse_lite (make_timestamp from fixed-width parts)
 Each variant also checks it flags exactly the malformed lines the stage parser flags (where it
-has a malformed column): a cheaper parser that loses lines is no option.
+has a malformed column): a cheaper parser that loses lines is no option. A cheaper parser measured
+here and rejected: bench/RESULTS.md, "Rejected prototypes".
 """
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines < 100 or args.repeat < 1:
         parser.error("need --lines >= 100 and --repeat >= 1")
 
-    from bench_finale_pipeline import parse_lite
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
@@ -75,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             "length(value)": lines.select(F.length("value")),
             "regex only": lines.select(replaced),
             "regex + split": lines.select(F.split(replaced, access_log.SEPARATOR)),
-            "timestamp only": lines.select(F.try_to_timestamp(stamp, F.lit(access_log.TIME_FORMAT))),
+            "timestamp only": lines.select(
+                F.try_to_timestamp(stamp, F.lit(access_log.TIME_FORMAT))),
             "stage parser": stage,
             "stage parser, 4 cols": stage.select("ip", "url", "status", "event_time", "malformed"),
-            "parse-lite": parse_lite(lines),
         }
         expected = stage.where("malformed").count()
         stage.write.format("noop").mode("overwrite").save()  # warm-up (JIT), not timed

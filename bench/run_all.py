@@ -5,12 +5,14 @@ Run:
 
 Starts a private Kafka broker (finale/local_kafka.py, on a free port, state in .state/bench-kafka)
 unless --bootstrap-servers names one, runs each benchmark script in a subprocess with the sizes
-below (about 27 minutes in all on 2 idle cores; --full: the issue's 1,000,000 lines where a script takes
-a line count), and writes bench/RESULTS.md: the date, the machine (cores, load average before and
-after the whole run and around each benchmark), then each script's command, duration and output.
-Every script prints its figures with the baseline or ceiling it measured in the same run and the
-ratio. A script's stderr goes to .state/bench/<name>.log. The broker started here is stopped at
-the end.
+below (--full: the issue's 1,000,000 lines where a script takes a line count; the results file's
+header says how long a run took), and writes bench/RESULTS.md: the date, the machine (cores, load
+average before and after the whole run and around each benchmark), then each script's command,
+duration and output. Every script prints its figures with the baseline or ceiling it measured in
+the same run and the ratio. The sections of the earlier results file that no benchmark writes
+(hand-written: "Rejected prototypes", "Runs recorded by hand" and the ones after it) are kept,
+after the benchmarks' own. A script's stderr goes to .state/bench/<name>.log. The broker started
+here is stopped at the end.
 """
 from __future__ import annotations
 
@@ -41,19 +43,22 @@ BENCHMARKS = {
     "pipeline": ("bench_finale_pipeline.py", ["--lines", "200000"], ["--lines", "1000000"], True),
     "analyzer-throughput": ("bench_finale_analyzer.py", ["throughput", "--lines", "200000"],
                             ["throughput", "--lines", "1000000"], True),
-    "analyzer-latency": ("bench_finale_analyzer.py", ["latency", "--rate", "1000", "--duration", "90"],
+    "analyzer-latency": ("bench_finale_analyzer.py",
+                         ["latency", "--rate", "1000", "--duration", "90"],
                          ["latency", "--rate", "1000", "--duration", "240"], True),
     "batch-cost": ("bench_finale_batch_cost.py", ["--lines", "30000", "--per-batch", "1500"],
                    [], True),
-    # An incident every 2 s, 8 s each: about 100 alerts per 90 s run at 1,000 lines/s, for a p99.
+    # An incident every 2 s, 8 s each: enough alerts in a 90 s run at 1,000 lines/s for a p99
+    # (the counts: bench/RESULTS.md, "latency").
     "latency": ("bench_finale_latency.py", ["--rates", "1000,10000",
                                             "--triggers", "1 second,0 seconds,5 seconds",
                                             "--duration", "90", "--incident-every", "2"],
-                ["--rates", "1000,10000", "--triggers", "1 second,0 seconds,500 milliseconds,5 seconds",
+                ["--rates", "1000,10000",
+                 "--triggers", "1 second,0 seconds,500 milliseconds,5 seconds",
                  "--duration", "180", "--incident-every", "2"], True),
     # Three pipeline-bench runs (local[1], local[2], a 2-worker standalone cluster). Each one's
-    # pre-load, Spark start and warm-up dominate: 100,000 lines took 7.3 min at load 6-12, 30,000
-    # lines 7.1 min at load 10 (2 cores), so the larger size, for steadier steady states.
+    # pre-load, Spark start and warm-up dominate its run time, so fewer lines would save little
+    # time: the larger size, for steadier steady states (run times: bench/RESULTS.md, "scaling").
     "scaling": ("bench_finale_scaling.py", ["--lines", "100000"], ["--lines", "1000000"], True),
 }
 MARKDOWN = {"parser-parts", "pipeline", "batch-cost", "latency", "scaling"}
@@ -64,7 +69,8 @@ def load() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
-def merge_partial(earlier: str, header: str, sections: dict[str, str]) -> tuple[str, dict[str, str]]:
+def merge_partial(earlier: str, header: str,
+                  sections: dict[str, str]) -> tuple[str, dict[str, str]]:
     """A partial run (--only) into an existing results file: its sections replace theirs, the
     others stay with their own commands and loads, and the earlier header stays on top with a line
     saying what this run replaced (its own header line, turned into that sentence)."""
@@ -77,13 +83,23 @@ def merge_partial(earlier: str, header: str, sections: dict[str, str]) -> tuple[
     return header, {n: merged[n] for n in BENCHMARKS if n in merged}
 
 
+def kept_sections(earlier: str) -> list[str]:
+    """The sections of an earlier results file that no benchmark writes (hand-written ones, such
+    as "Rejected prototypes": figures of cases since removed, of runs made outside make bench),
+    to carry over to the new file, in their order."""
+    _, *parts = earlier.split("\n## ")
+    return ["## " + part.rstrip() + "\n" for part in parts
+            if part.split("\n", 1)[0].strip() not in BENCHMARKS]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--full", action="store_true",
                         help="the issue's sizes (1,000,000 lines); takes about an hour here")
     parser.add_argument("--only", default="",
-                        help="comma-separated benchmarks to run (default all): " + ", ".join(BENCHMARKS))
+                        help="comma-separated benchmarks to run (default all): "
+                             + ", ".join(BENCHMARKS))
     parser.add_argument("--bootstrap-servers", default=None,
                         help="use this Kafka cluster instead of starting a private broker")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (markdown)")
@@ -142,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if started_broker is not None:
-            local_kafka.stop(state_dir=started_broker, log=lambda message: print(message, flush=True))
+            local_kafka.stop(state_dir=started_broker,
+                             log=lambda message: print(message, flush=True))
     total = time.monotonic() - began_all
     flags = " ".join(["--full"] * args.full + [f"--only {','.join(names)}"] * bool(args.only))
     command = f"make bench BENCH_ARGS='{flags}'" if flags else "make bench"
@@ -152,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{load_before} before, {load()} after; {total / 60:.1f} min in all. The machine is "
               "shared: compare each figure with the baseline measured in the same run (the "
               "ratios), not absolute figures across runs.\n")
-    if args.only and args.output.exists():
-        header, sections = merge_partial(args.output.read_text(), header, sections)
-    args.output.write_text(header + "\n" + "\n".join(sections.values()))
+    earlier = args.output.read_text() if args.output.exists() else ""
+    if args.only and earlier:
+        header, sections = merge_partial(earlier, header, sections)
+    args.output.write_text(header + "\n" + "\n".join([*sections.values(),
+                                                       *kept_sections(earlier)]))
     print(f"wrote {args.output} ({total / 60:.1f} min)")
     if failed:
         print(f"error: benchmark(s) failed: {', '.join(failed)} (see .state/bench/<name>.log)",

@@ -1,12 +1,13 @@
-"""Stage 2: windowed metrics of Apache access logs read from a TCP socket with Spark Structured Streaming.
+"""Stage 2: windowed metrics of access logs read from a TCP socket with Spark Structured Streaming.
 
 Two terminals: `python complet/log_generator.py` (serves lines on localhost:9999), then
-`python complet/spark_streaming_analyzer.py [--window "30 seconds"] [--slide "10 seconds"] [--secure]`.
+`python complet/spark_streaming_analyzer.py [--window "30 seconds"] [--slide "10 seconds"]
+[--secure]`.
 
-Event time is the log's own timestamp. Once the watermark has passed the end of a sliding window, that
-window is printed once, final: requests, errors, error rate, errors by status, and the top N IPs and
-URLs by errors with their error rates. A second query counts the malformed lines (printed per batch
-and since start); they never stop the job. With --secure the Spark security settings of
+Event time is the log's own timestamp. Once the watermark has passed the end of a sliding window,
+that window is printed once, final: requests, errors, error rate, errors by status, and the top N
+IPs and URLs by errors with their error rates. A second query counts the malformed lines (printed
+per batch and since start); they never stop the job. With --secure the Spark security settings of
 conf/spark-defaults.conf are applied (authentication, RPC and local-disk encryption).
 """
 import argparse
@@ -31,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SECURITY_CONF = ROOT / "conf" / "spark-defaults.conf"
 SECRET_ENV = "SPARK_AUTHENTICATE_SECRET"
 SECRET_FILE = ROOT / ".secrets" / "spark-authenticate.secret"
-SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled", "spark.io.encryption.enabled")
+SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled",
+                 "spark.io.encryption.enabled")
 
 # Apache "combined" log format; the "common" format is the same without the last two fields:
 #   %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"
@@ -41,9 +43,9 @@ LOG_PATTERN = (
     r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '          # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '      # "%r": method url protocol (or "-")
     r'(\d{3}) (\d+|-)'                           # %>s %b
-    # "%{Referer}i" "%{User-agent}i", with \" escapes; unrolled ([^"\\]* rather than (?:[^"\\]|\\.)*)
-    # because Java's regex engine recurses once per repetition of a group: a 2,000-character user
-    # agent overflowed the stack of the task thread.
+    # "%{Referer}i" "%{User-agent}i", with \" escapes; unrolled ([^"\\]* rather than
+    # (?:[^"\\]|\\.)*) because Java's regex engine recurses once per repetition of a group: a
+    # 2,000-character user agent overflowed the stack of the task thread.
     r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
     r'\s*$|^.*$'
 )
@@ -55,7 +57,7 @@ TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
 def parse_access_log(lines: DataFrame) -> DataFrame:
     # Three projections, not one: in a single one Spark re-runs the regex for every field (a shared
-    # expression under CASE WHEN is not reused), thirty times slower; it never merges them back.
+    # expression under CASE WHEN is not reused: bench/RESULTS.md); it never merges them back.
     fields = F.split(F.regexp_replace("value", LOG_PATTERN, SEPARATOR.join(
         f"${i}" for i in range(1, len(FIELDS) + 1))), SEPARATOR)
     raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
@@ -104,8 +106,8 @@ def window_counts(logs: DataFrame, window: str, slide: str, watermark: str) -> D
             .withWatermark("event_time", watermark)
             .groupBy(F.window("event_time", window, slide).alias("window"), "ip", "url", "status")
             .agg(F.count(F.lit(1)).alias("requests"))
-            .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"),
-                    "ip", "url", "status", "requests"))
+            .select(F.col("window.start").alias("window_start"),
+                    F.col("window.end").alias("window_end"), "ip", "url", "status", "requests"))
 
 
 def window_summary(counts: DataFrame) -> DataFrame:
@@ -129,7 +131,8 @@ def top_offenders(counts: DataFrame, key: str, n: int) -> DataFrame:
     """Per window, the n values of `key` (ip or url) with the most errors, among those with errors.
 
     Ties: more errors first, then the higher error rate, then `key` in ascending order, so the
-    ranking is deterministic. Columns: window_start, window_end, rank, <key>, errors, requests, error_rate.
+    ranking is deterministic. Columns: window_start, window_end, rank, <key>, errors, requests,
+    error_rate.
     """
     ranking = Window.partitionBy("window_start", "window_end").orderBy(
         F.col("errors").desc(), F.col("error_rate").desc(), F.col(key).asc())
@@ -150,7 +153,7 @@ def malformed_count(logs: DataFrame) -> DataFrame:
                     F.coalesce(F.sum(F.col("malformed").cast("long")), F.lit(0)).alias("malformed"))
 
 
-# ---------------------------------------------------------------- report (plain Python, deterministic)
+# ------------------------------------------------------------ report (plain Python, deterministic)
 
 def format_window_report(window_start: datetime, window_end: datetime, requests: int, errors: int,
                          status_errors: list[tuple[int, int]], top_ips: list[tuple[str, int, int]],
@@ -191,8 +194,9 @@ def window_reports(counts: DataFrame, n: int) -> list[str]:
     reports = []
     for summary in window_summary(counts).orderBy("window_start").collect():
         key = (summary.window_start, summary.window_end)
-        reports.append(format_window_report(*key, summary.requests, summary.errors, statuses.get(key, []),
-                                            ips.get(key, []), urls.get(key, []), n))
+        reports.append(format_window_report(*key, summary.requests, summary.errors,
+                                            statuses.get(key, []), ips.get(key, []),
+                                            urls.get(key, []), n))
     return reports
 
 
@@ -209,7 +213,8 @@ def read_spark_conf(path: Path) -> dict[str, str]:
     return settings
 
 
-def security_settings(conf_file: Path, secret_file: Path, environ=os.environ) -> tuple[dict[str, str], str]:
+def security_settings(conf_file: Path, secret_file: Path,
+                      environ=os.environ) -> tuple[dict[str, str], str]:
     """The settings of conf_file plus spark.authenticate.secret, and where the secret came from.
 
     The secret is never in git: it comes from $SPARK_AUTHENTICATE_SECRET, or else from secret_file
@@ -238,7 +243,8 @@ def duration(text: str) -> str:
     """argparse type for a Spark interval such as "30 seconds"; returns it unchanged."""
     match = DURATION.match(text.strip())
     if not match or int(match[1]) == 0:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a duration like "30 seconds" or "1 minute"')
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a duration like "30 seconds" or "1 minute"')
     return text.strip()
 
 
@@ -258,14 +264,18 @@ def parse_args(argv):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default="localhost", help="host of the log generator")
     parser.add_argument("--port", type=int, default=9999, help="port of the log generator")
-    parser.add_argument("--window", type=duration, default="30 seconds", help="length of the windows")
+    parser.add_argument("--window", type=duration, default="30 seconds",
+                        help="length of the windows")
     parser.add_argument("--slide", type=duration, default="10 seconds",
-                        help="a window starts every SLIDE; also the trigger interval of the queries")
+                        help="a window starts every SLIDE; also the trigger interval of the "
+                             "queries")
     parser.add_argument("--watermark", type=duration, default="10 seconds",
                         help="how late a line may arrive (in event time) and still be counted")
     parser.add_argument("--top", type=positive_int, default=3, help="how many IPs and URLs to rank")
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / ".state" / "complet" / "checkpoints",
-                        help="checkpoint folder (one subfolder per query), started afresh at each run")
+    parser.add_argument("--checkpoint", type=Path,
+                        default=ROOT / ".state" / "complet" / "checkpoints",
+                        help="checkpoint folder (one subfolder per query), started afresh at "
+                             "each run")
     parser.add_argument("--secure", action="store_true",
                         help=f"apply {SECURITY_CONF.relative_to(ROOT)}; secret from ${SECRET_ENV} "
                              f"or {SECRET_FILE.relative_to(ROOT)}")
@@ -293,7 +303,7 @@ class Console:
             try:
                 sys.stdout.write(text)
                 sys.stdout.flush()
-            except BrokenPipeError:  # e.g. piped into head: stop quietly, as python -m json.tool does
+            except BrokenPipeError:  # e.g. piped into head: stop quietly, as json.tool does
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 self.closed.set()
 
@@ -338,10 +348,12 @@ def build_session(args) -> tuple[SparkSession, str]:
 
 
 def security_banner(spark: SparkSession, secret_source: str) -> str:
-    """What the running Spark really has (read back from its conf), for the operator and the tests."""
+    """What the running Spark really has (read back from its conf), for the operator and the
+    tests."""
     conf = spark.sparkContext.getConf()
     state = " ".join(f"{key}={conf.get(key, 'false')}" for key in SECURITY_KEYS)
-    return f"spark security: {state}" + (f" (secret from {secret_source})" if secret_source else "") + "\n"
+    source = f" (secret from {secret_source})" if secret_source else ""
+    return f"spark security: {state}{source}\n"
 
 
 @contextlib.contextmanager
@@ -390,8 +402,9 @@ def main(argv=None) -> int:
         logs = parse_access_log(lines)
         totals = {"lines": 0, "malformed": 0}
 
-        # Spark cannot rank (row_number) inside a streaming aggregation, so the stream only counts per
-        # window and (ip, url, status); the finalized windows of each batch are ranked here, statically.
+        # Spark cannot rank (row_number) inside a streaming aggregation, so the stream only counts
+        # per window and (ip, url, status); the finalized windows of each batch are ranked here,
+        # statically.
         def report_windows(counts: DataFrame, batch_id: int):
             with stopping_quietly(console):
                 counts.persist()

@@ -18,10 +18,11 @@ import time
 IPS = ["192.168.1.10", "192.168.1.11", "10.0.0.5", "172.16.4.2", "203.0.113.7", "198.51.100.23"]
 REQUESTS = ["GET /", "GET /socks", "GET /socks/wool", "GET /socks/cotton", "GET /cart",
             "POST /cart/add", "GET /checkout", "POST /checkout/payment", "GET /api/products"]
-# About one status in four is an error (>= 400) so the stage-1 analyzer always has something to show.
+# About one status in four is an error (>= 400): the stage-1 analyzer always has some to show.
 STATUSES = [200] * 12 + [304, 302, 404, 404, 403, 500, 503]
 REFERERS = ["-", "https://chaussettes.io/", "https://www.google.com/"]
-AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)", "curl/8.5.0"]
+AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)",
+          "curl/8.5.0"]
 
 
 def make_line() -> str:
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="lines per second (> 0)")
     args = parser.parse_args(argv)
     if not 0 < args.rate < float("inf") or not 0 <= args.port <= 65535:
-        parser.error(f"need 0 < --rate < inf and 0 <= --port <= 65535, got {args.rate}, {args.port}")
+        parser.error(f"need 0 < --rate < inf and 0 <= --port <= 65535, "
+                     f"got {args.rate}, {args.port}")
     try:
         server = socket.create_server((args.host, args.port))
     except OSError as error:
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
         serve(server, args.rate)
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # stdout closed (e.g. piped into head): stop quietly, no exit-flush error
+    except BrokenPipeError:  # stdout gone (e.g. piped into head): stop quietly, no exit-flush error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

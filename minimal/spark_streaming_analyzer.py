@@ -1,6 +1,6 @@
-"""Stage 1: read Apache access logs from a TCP socket with Spark Structured Streaming, show HTTP errors.
-Run `python minimal/log_generator.py` (serves localhost:9999), then in a second terminal this script:
-it prints the failed (4xx/5xx) requests, one table per micro-batch. Ctrl-C stops it."""
+"""Stage 1: read Apache access logs from a TCP socket with Spark Structured Streaming, show errors.
+Run `python minimal/log_generator.py` (serves localhost:9999), then this script in a second
+terminal: it prints the failed (4xx/5xx) requests, one table per micro-batch. Ctrl-C stops it."""
 import argparse
 import signal
 import socket
@@ -17,7 +17,7 @@ LOG_PATTERN = (
     r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '          # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '      # "%r": method url protocol (or "-")
     r'(\d{3}) (\d+|-)'                           # %>s %b
-    # "%{Referer}i" "%{User-agent}i"; unrolled, as (?:[^"\\]|\\.)* overflows Java's stack on long fields
+    # "%{Referer}i" "%{User-agent}i", unrolled: (?:[^"\\]|\\.)* overflows Java's stack on long ones
     r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
     r'\s*$|^.*$'
 )
@@ -28,7 +28,7 @@ TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
 
 def parse_access_log(lines: DataFrame) -> DataFrame:
-    # Three projections: in one, Spark would re-run the regex for every field (30x slower).
+    # Three projections: in one, Spark would re-run the regex for every field (bench/RESULTS.md).
     fields = F.split(F.regexp_replace("value", LOG_PATTERN, SEPARATOR.join(
         f"${i}" for i in range(1, len(FIELDS) + 1))), SEPARATOR)
     raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
@@ -61,7 +61,8 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
 
 def http_errors(logs: DataFrame) -> DataFrame:
     """The failed requests (status 4xx or 5xx) of parsed logs, with the fields worth reading."""
-    return logs.where(F.col("status") >= 400).select("event_time", "ip", "method", "url", "status", "bytes")
+    return (logs.where(F.col("status") >= 400)
+            .select("event_time", "ip", "method", "url", "status", "bytes"))
 
 
 def error_stream(spark: SparkSession, host: str, port: int) -> DataFrame:  # the wiring, sink apart

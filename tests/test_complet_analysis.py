@@ -65,7 +65,8 @@ def test_window_summary(spark, counts):
     assertDataFrameEqual(analyzer.window_summary(counts), spark.createDataFrame([
         (*W1, 16, 7, 7 / 16),
         (*W2, 2, 0, 0.0),
-    ], "window_start timestamp, window_end timestamp, requests long, errors long, error_rate double"))
+    ], "window_start timestamp, window_end timestamp, requests long, errors long, "
+       "error_rate double"))
 
 
 def test_errors_by_status(spark, counts):
@@ -98,8 +99,8 @@ def test_top_urls(spark, counts):
 
 
 def test_malformed_count(spark):
-    logs = spark.createDataFrame([(None, None, None, None, flag) for flag in (False, True, False, True, True)],
-                                 LOGS_SCHEMA)
+    logs = spark.createDataFrame(
+        [(None, None, None, None, flag) for flag in (False, True, False, True, True)], LOGS_SCHEMA)
     assertDataFrameEqual(analyzer.malformed_count(logs),
                          spark.createDataFrame([(5, 3)], "lines long, malformed long"))
     assertDataFrameEqual(analyzer.malformed_count(logs.limit(0)),
@@ -152,7 +153,8 @@ def test_secret_file_generated_private_then_reused(tmp_path):
     secret = secret_file.read_text()
     assert len(secret) == 64 and int(secret, 16) >= 0
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    assert (settings, source) == ({**SECURITY, "spark.authenticate.secret": secret}, str(secret_file))
+    assert (settings, source) == ({**SECURITY, "spark.authenticate.secret": secret},
+                                  str(secret_file))
     assert analyzer.security_settings(analyzer.SECURITY_CONF, secret_file, {})[0] == settings
 
 
@@ -161,7 +163,8 @@ def test_secret_file_generated_private_then_reused(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--window", "soon"], "argument --window: 'soon' is not a duration"),
     (["--slide", "0 seconds"], "argument --slide: '0 seconds' is not a duration"),
-    (["--window", "10 seconds", "--slide", "1 minute"], "--slide (1 minute) must not be longer than --window"),
+    (["--window", "10 seconds", "--slide", "1 minute"],
+     "--slide (1 minute) must not be longer than --window"),
     (["--top", "0"], "argument --top: '0' is not an integer >= 1"),
     (["--port", "70000"], "--port must be in 1..65535"),
 ])
@@ -175,5 +178,6 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
 
 def test_defaults():
     args = analyzer.parse_args([])
-    assert (args.host, args.port, args.window, args.slide, args.watermark, args.top, args.secure, args.master) == (
-        "localhost", 9999, "30 seconds", "10 seconds", "10 seconds", 3, False, "local[2]")
+    assert (args.host, args.port, args.window, args.slide, args.watermark, args.top, args.secure,
+            args.master) == ("localhost", 9999, "30 seconds", "10 seconds", "10 seconds", 3, False,
+                             "local[2]")

@@ -1,5 +1,5 @@
-"""finale/compose_check.py: its verdict on hand-made incidents and alerts (make compose-test's rule),
-and the script on a real broker."""
+"""finale/tools/compose_check.py: its verdict on hand-made incidents and alerts (make
+compose-test's rule), and the script on a real broker."""
 import json
 
 from finale.generator import incidents
@@ -37,7 +37,8 @@ def test_exact_cross_scope_and_outside_alerts():
 
 
 def test_an_incident_alerted_only_on_another_scope_is_missed():
-    alerts = {a["alert_id"]: a for a in [alert("ip-during-url", "ip", "10.0.0.1", "00:40", "00:55")]}
+    alerts = {a["alert_id"]: a
+              for a in [alert("ip-during-url", "ip", "10.0.0.1", "00:40", "00:55")]}
     missed, cross, outside = check.verdict([URL], alerts, alerts)
     assert (missed, ids(cross), outside) == ([URL], ["ip-during-url"], [])
 

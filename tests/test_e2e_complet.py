@@ -30,8 +30,10 @@ HEADER = re.compile(r"^window (\S+ \S+) -> ")
 
 
 def generated_lines(count: int) -> list[str]:
-    """Lines 0..count-1 exactly as the generator serves them (a pure function of seed and options)."""
-    model = generator_lib.build_traffic_model(MODEL["users"], MODEL["error_users"], MODEL["error_urls"], SEED)
+    """Lines 0..count-1 exactly as the generator serves them (a pure function of seed and
+    options)."""
+    model = generator_lib.build_traffic_model(MODEL["users"], MODEL["error_users"],
+                                              MODEL["error_urls"], SEED)
     start = datetime.fromisoformat(START.replace("Z", "+00:00")).timestamp()
     stream = generator_lib.LogStream(model, ERROR_RATE, RATE, start, SEED)
     return stream.lines(0, count).decode().splitlines()
@@ -77,37 +79,41 @@ def window_blocks(output: list[str]) -> dict[int, str]:
 
 
 def collect(stream, into: list[str]):
-    threading.Thread(target=lambda: into.extend(line.rstrip("\n") for line in stream), daemon=True).start()
+    threading.Thread(target=lambda: into.extend(line.rstrip("\n") for line in stream),
+                     daemon=True).start()
 
 
 @pytest.mark.slow
 def test_secure_analyzer_reports_every_window_exactly(tmp_path):
     port = free_port()
     generator = subprocess.Popen(
-        [sys.executable, str(ROOT / "complet" / "log_generator.py"), "--port", str(port), "--rate", str(RATE),
-         "--seed", str(SEED), "--start-time", START, "--users", str(MODEL["users"]),
-         "--error-users", str(MODEL["error_users"]), "--error-urls", str(MODEL["error_urls"]),
-         "--error-rate", str(ERROR_RATE)],
+        [sys.executable, str(ROOT / "complet" / "log_generator.py"), "--port", str(port),
+         "--rate", str(RATE), "--seed", str(SEED), "--start-time", START,
+         "--users", str(MODEL["users"]), "--error-users", str(MODEL["error_users"]),
+         "--error-urls", str(MODEL["error_urls"]), "--error-rate", str(ERROR_RATE)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     events, output = [], []
     collect(generator.stderr, events)
     analyzer_process = None
     stderr_path = tmp_path / "analyzer.err"
     try:
-        wait_for(lambda: any(line.startswith("listening on") for line in events), 30, "the generator to listen")
+        wait_for(lambda: any(line.startswith("listening on") for line in events), 30,
+                 "the generator to listen")
         with open(stderr_path, "w") as stderr:
             analyzer_process = subprocess.Popen(
-                [sys.executable, str(ROOT / "complet" / "spark_streaming_analyzer.py"), "--port", str(port),
-                 "--window", f"{WINDOW} seconds", "--slide", f"{SLIDE} seconds", "--watermark", "1 second",
-                 "--top", str(TOP), "--checkpoint", str(tmp_path / "checkpoints"), "--secure"],
+                [sys.executable, str(ROOT / "complet" / "spark_streaming_analyzer.py"),
+                 "--port", str(port), "--window", f"{WINDOW} seconds",
+                 "--slide", f"{SLIDE} seconds", "--watermark", "1 second", "--top", str(TOP),
+                 "--checkpoint", str(tmp_path / "checkpoints"), "--secure"],
                 stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
                 env={**os.environ, "SPARK_AUTHENTICATE_SECRET": secrets.token_hex(32)})
         collect(analyzer_process.stdout, output)
 
         # The Spark conf really has the production security settings.
         wait_for(lambda: output, 240, "the analyzer's security banner")
-        assert output[0] == ("spark security: spark.authenticate=true spark.network.crypto.enabled=true "
-                             "spark.io.encryption.enabled=true (secret from $SPARK_AUTHENTICATE_SECRET)")
+        assert output[0] == ("spark security: spark.authenticate=true "
+                             "spark.network.crypto.enabled=true spark.io.encryption.enabled=true "
+                             "(secret from $SPARK_AUTHENTICATE_SECRET)")
 
         # Three connections: the analyzer's port check, then one per query (windows, malformed).
         def first_lines():
@@ -122,18 +128,23 @@ def test_secure_analyzer_reports_every_window_exactly(tmp_path):
         first_covered = requests[n - 1][0] + 1
         first_covered += -first_covered % SLIDE
         wanted = [first_covered + k * SLIDE for k in range(WINDOWS_WANTED)]
-        wait_for(lambda: wanted[-1] in window_blocks(output), 240, f"{WINDOWS_WANTED} complete windows")
+        wait_for(lambda: wanted[-1] in window_blocks(output), 240,
+                 f"{WINDOWS_WANTED} complete windows")
 
         analyzer_process.send_signal(signal.SIGINT)
         assert analyzer_process.wait(timeout=120) == 0
         blocks = window_blocks(output)
         covered = sorted(start for start in blocks if start >= first_covered)
-        assert covered[:WINDOWS_WANTED] == wanted  # no window skipped, each printed once (dict keys)
-        assert [blocks[start] for start in wanted] == [expected_report(requests, start) for start in wanted]
-        assert any(blocks[start].count("requests failed") for start in wanted)  # the data has errors
+        # No window skipped, each printed once (dict keys).
+        assert covered[:WINDOWS_WANTED] == wanted
+        assert ([blocks[start] for start in wanted]
+                == [expected_report(requests, start) for start in wanted])
+        # The data has errors.
+        assert any(blocks[start].count("requests failed") for start in wanted)
 
         # Malformed lines are reported per batch with a running total (the generator makes none).
-        malformed = [re.match(r"^malformed lines: (\d+) of (\d+) in this batch, (\d+) of (\d+) since start$", line)
+        malformed = [re.match(r"^malformed lines: (\d+) of (\d+) in this batch, "
+                              r"(\d+) of (\d+) since start$", line)
                      for line in output if line.startswith("malformed")]
         assert malformed and all(m for m in malformed)
         totals = [0, 0]
@@ -154,7 +165,9 @@ def test_secure_analyzer_reports_every_window_exactly(tmp_path):
 def test_nothing_listening_is_one_line_and_exit_1():
     port = free_port()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "complet" / "spark_streaming_analyzer.py"), "--port", str(port), "--secure"],
+        [sys.executable, str(ROOT / "complet" / "spark_streaming_analyzer.py"),
+         "--port", str(port), "--secure"],
         capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (
-        1, "", f"no log generator is listening on localhost:{port}: start python complet/log_generator.py first\n")
+        1, "", f"no log generator is listening on localhost:{port}: "
+               "start python complet/log_generator.py first\n")

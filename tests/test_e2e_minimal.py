@@ -1,4 +1,5 @@
-"""Stage 1 end to end: the real generator on a socket, the analyzer's own query wiring, exact rows."""
+"""Stage 1 end to end: the real generator on a socket, the analyzer's own query wiring, exact
+rows."""
 import re
 import subprocess
 import sys
@@ -20,7 +21,8 @@ ERRORS_SCHEMA = "event_time timestamp, ip string, method string, url string, sta
 def expected_error(line: str) -> tuple:
     """The row http_errors gives for an error line, computed here independently of Spark."""
     ip, stamp, method, url, status, size = LINE.match(line).groups()
-    event_time = datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").astimezone(timezone.utc).replace(tzinfo=None)
+    event_time = (datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").astimezone(timezone.utc)
+                  .replace(tzinfo=None))
     return event_time, ip, method, url, int(status), None if size == "-" else int(size)
 
 
@@ -35,16 +37,19 @@ def start_collecting(process) -> list[str]:
 def test_errors_of_the_socket_stream_are_exactly_the_generated_error_lines(spark):
     port = free_port()
     generator = subprocess.Popen(
-        [sys.executable, str(ROOT / "minimal" / "log_generator.py"), "--port", str(port), "--rate", "20"],
+        [sys.executable, str(ROOT / "minimal" / "log_generator.py"), "--port", str(port),
+         "--rate", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     query = None
     try:
         output = start_collecting(generator)
-        wait_for(lambda: any(line.startswith("# listening") for line in output), 30, "the generator to listen")
+        wait_for(lambda: any(line.startswith("# listening") for line in output), 30,
+                 "the generator to listen")
         table = f"minimal_errors_{port}"
         query = (analyzer.error_stream(spark, "localhost", port)
                  .writeStream.format("memory").queryName(table).start())
-        wait_for(lambda: spark.table(table).count() >= 5, 240, "5 error rows from the stream", interval=0.5)
+        wait_for(lambda: spark.table(table).count() >= 5, 240, "5 error rows from the stream",
+                 interval=0.5)
         query.stop()
         received = spark.table(table)
         count = received.count()
@@ -68,7 +73,9 @@ def test_errors_of_the_socket_stream_are_exactly_the_generated_error_lines(spark
 def test_nothing_listening_is_one_line_and_exit_1():
     port = free_port()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "minimal" / "spark_streaming_analyzer.py"), "--port", str(port)],
+        [sys.executable, str(ROOT / "minimal" / "spark_streaming_analyzer.py"),
+         "--port", str(port)],
         capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (
-        1, "", f"no log generator is listening on localhost:{port}: start python minimal/log_generator.py first\n")
+        1, "", f"no log generator is listening on localhost:{port}: "
+               "start python minimal/log_generator.py first\n")

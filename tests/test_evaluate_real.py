@@ -1,9 +1,10 @@
-"""finale/evaluate_real.py on a slice of the real log (its first 40 lines, 2 h), counts by hand.
+"""finale/tools/evaluate_real.py on a slice of the real log (its first 40 lines, 2 h), counts by
+hand.
 
-The slice (finale/data/README.md), 09:28:56Z to 11:40:19Z: the first hour holds one burst, 116.86.203.45 with 5 requests
-(one 404) at 09:50:49-50Z, whole in the two 30 s windows starting 09:50:30 and :40 (the one of
-09:50:20 ends at :50 and holds 4) -> the only eligible windows (>= 5 requests), global and ip, both
-at 0.2: median 0.2, MAD 0, P_0.95 0.2, so
+The slice (finale/data/README.md), 09:28:56Z to 11:40:19Z: the first hour holds one burst,
+116.86.203.45 with 5 requests (one 404) at 09:50:49-50Z, whole in the two 30 s windows starting
+09:50:30 and :40 (the one of 09:50:20 ends at :50 and holds 4) -> the only eligible windows (>= 5
+requests), global and ip, both at 0.2: median 0.2, MAD 0, P_0.95 0.2, so
 T = max(0.2, 0.2, 0.2 + delta 0.05) = 0.25 for the global and ip populations; no URL window is
 eligible (the url scope falls back to the global 0.25), no entity has 30 windows. After the first
 hour no window reaches 5 real requests: no alert on the real traffic. Between the real lines of
@@ -41,10 +42,12 @@ def test_evaluate_real_on_a_slice(spark, tmp_path):
     log = tmp_path / "slice.log"
     log.write_bytes(b"".join(head))
     # 10:42:00Z, 10:43:20Z and 10:44:40Z are 4384, 4464 and 4544 s after the first line.
-    specs = [incidents.incident_spec(text) for text in ("ip@4384+20", "url=/@4464+20", "global@4544+20")]
+    specs = [incidents.incident_spec(text)
+             for text in ("ip@4384+20", "url=/@4464+20", "global@4544+20")]
     params = settings.ThresholdParams(quantile=0.95)
 
-    result = evaluate_real.evaluate_real(spark, log, 1.0, specs, 1.0, 100.0, params, tmp_path / "out")
+    result = evaluate_real.evaluate_real(spark, log, 1.0, specs, 1.0, 100.0, params,
+                                         tmp_path / "out")
 
     assert result.statistics["first_time"] == ORIGIN
     # Every registered rule learns: error_rate, and surge, whose T is max(P_q, median + z*MAD,
@@ -58,7 +61,8 @@ def test_evaluate_real_on_a_slice(spark, tmp_path):
     # 20 error_rate alerts (12 on target, 8 collateral), + 6 surge alerts, collateral: the lines an
     # incident adds (2/s) are a surge against this slice's 5 requests per window. error_rate's own
     # alerts cannot change with surge registered (inhibition acts within each rule).
-    assert (r.incidents, r.detected, r.alerts, r.on_target, r.collateral, r.false) == (3, 3, 26, 12, 14, 0)
+    assert ((r.incidents, r.detected, r.alerts, r.on_target, r.collateral, r.false)
+            == (3, 3, 26, 12, 14, 0))
     assert r.latency_window == {"0:ip": 10.0, "1:url": 10.0, "2:global": 10.0}
     assert r.latency_earliest == {"0:ip": 5.0, "1:url": 5.0, "2:global": 5.0}
     # The scored part: from 10:28:56Z to the last line (11:40:19Z) + 1 s.

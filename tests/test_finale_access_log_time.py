@@ -44,7 +44,8 @@ def test_hand_computed_instants(spark):
 
 def generated_times(count: int, seed: int) -> list[str]:
     """Canonical strings with fields in and out of range, plus mutations of them (lower-case
-    month, one digit, no offset, a letter for a digit, extra text): each takes one path or the other."""
+    month, one digit, no offset, a letter for a digit, extra text): each takes one path or the
+    other."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
@@ -53,7 +54,8 @@ def generated_times(count: int, seed: int) -> list[str]:
         year = rng.choice([rng.randint(1899, 2101), 1900, 2000, 2024, 2100, 3000, 1600])
         hour, minute, second = rng.randint(0, 24), rng.randint(0, 60), rng.randint(0, 60)
         sign = rng.choice("+-")
-        offset = f"{rng.choice([0, 1, 5, 9, 12, 14, 18, 19]):02d}{rng.choice([0, 30, 45, 59, 60]):02d}"
+        offset = (f"{rng.choice([0, 1, 5, 9, 12, 14, 18, 19]):02d}"
+                  f"{rng.choice([0, 30, 45, 59, 60]):02d}")
         text = f"{day:02d}/{month}/{year:04d}:{hour:02d}:{minute:02d}:{second:02d} {sign}{offset}"
         mutation = rng.randrange(8)
         if mutation == 0:

@@ -21,7 +21,7 @@ from conftest import ROOT, free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
 from test_finale_analyzer import generate, new_topics, parse_time, send
 
-from finale.analyzer import pipeline, status, thresholds
+from finale.analyzer import pipeline, sinks, status, thresholds
 from finale.analyzer.settings import Settings
 from finale.tools import local_kafka
 

@@ -1,4 +1,5 @@
-"""finale/incidents.py and status.py: truth file, incident matching, scoring, alert book, status file.
+"""finale/generator/incidents.py and finale/analyzer/status.py: truth file, incident matching,
+scoring, alert book, status file.
 
 Pure Python (no Spark, no broker): exact expectations worked out by hand from the docstrings.
 """
@@ -38,7 +39,8 @@ def alert(entity_type, entity, start, end):
 
 def test_truth_file_round_trip(tmp_path):
     path = tmp_path / "truth.jsonl"
-    written = (incidents.Incident("ip", "10.0.0.1", 60, 60), incidents.Incident("global", "*", 300, 60))
+    written = (incidents.Incident("ip", "10.0.0.1", 60, 60),
+               incidents.Incident("global", "*", 300, 60))
     assert incidents.write_truth(str(path), written, T0.timestamp()) is None
     assert json.loads(path.read_text().splitlines()[0]) == {
         "kind": "ip", "entity": "10.0.0.1", "start": "2026-11-28T09:01:00.000Z",
@@ -99,7 +101,8 @@ def test_match_incident_needs_the_incident_begun_when_raised_and_a_window():
     assert incidents.match_incident(alert("ip", "10.0.0.1", 50, 80), at(59), [IP]) is None
     assert incidents.match_incident(alert("ip", "10.0.0.1", 50, 80), at(60), [IP]) is IP
     assert incidents.match_incident(alert("ip", "10.0.0.1", 0, 60), at(90), [IP]) is None
-    assert incidents.match_incident({"entity_type": "ip", "entity": "10.0.0.1"}, at(90), [IP]) is None
+    assert incidents.match_incident({"entity_type": "ip", "entity": "10.0.0.1"}, at(90),
+                                    [IP]) is None
 
 
 def test_alert_book_keeps_latest_first_version_and_arrival():

@@ -35,7 +35,8 @@ def with_item(**changes) -> dict:
 @pytest.mark.parametrize("document, message", [
     ([], "no 'thresholds' list"),
     ({"version": "x"}, "no 'thresholds' list"),
-    ({"version": "x", "thresholds": []}, "the 'thresholds' list is empty: no alert could ever fire"),
+    ({"version": "x", "thresholds": []},
+     "the 'thresholds' list is empty: no alert could ever fire"),
     ({"thresholds": ["0.3"]}, "thresholds[0]: not an object ('0.3')"),
     (with_item(value=None), f"{ENTRY}: no value"),
     (with_item(value="0.3"), f"{ENTRY}: value '0.3' is not a number"),

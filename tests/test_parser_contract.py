@@ -1,6 +1,7 @@
 """The access-log parser contract, held by one suite over every stage's parse_access_log.
 
-A new stage joins the contract by appending its (stage, module) to PARSER_STAGES: nothing else changes.
+A new stage joins the contract by appending its (stage, module) to PARSER_STAGES: nothing else
+changes.
 """
 from datetime import datetime
 
@@ -43,26 +44,28 @@ LONG_AGENT = "Mozilla/5.0 " + "x" * 5000
 WELL_FORMED = [
     ('192.168.1.10 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTTP/1.1" 404 512 '
      '"https://chaussettes.io/" "Mozilla/5.0 (X11; Linux x86_64)"',
-     ("192.168.1.10", None, None, datetime(2026, 11, 28, 9, 14, 3), "GET", "/socks/wool", "HTTP/1.1",
-      404, 512, "https://chaussettes.io/", "Mozilla/5.0 (X11; Linux x86_64)", False)),
+     ("192.168.1.10", None, None, datetime(2026, 11, 28, 9, 14, 3), "GET", "/socks/wool",
+      "HTTP/1.1", 404, 512, "https://chaussettes.io/", "Mozilla/5.0 (X11; Linux x86_64)", False)),
     # common format, with ident and user, '-' size
     ('10.0.0.1 ident alice [28/Nov/2026:09:14:04 +0000] "POST /cart HTTP/1.0" 201 -',
      ("10.0.0.1", "ident", "alice", datetime(2026, 11, 28, 9, 14, 4), "POST", "/cart", "HTTP/1.0",
       201, None, None, None, False)),
     # IPv6 client, '-' referer, size 0
-    ('2001:db8::1 - - [28/Nov/2026:23:59:59 +0000] "DELETE /cart/42 HTTP/2.0" 500 0 "-" "curl/8.5.0"',
-     ("2001:db8::1", None, None, datetime(2026, 11, 28, 23, 59, 59), "DELETE", "/cart/42", "HTTP/2.0",
-      500, 0, None, "curl/8.5.0", False)),
+    ('2001:db8::1 - - [28/Nov/2026:23:59:59 +0000] "DELETE /cart/42 HTTP/2.0" 500 0 "-" '
+     '"curl/8.5.0"',
+     ("2001:db8::1", None, None, datetime(2026, 11, 28, 23, 59, 59), "DELETE", "/cart/42",
+      "HTTP/2.0", 500, 0, None, "curl/8.5.0", False)),
     # host name in %h, '-' user agent
     ('crawler-7.example.org - bob [01/Jan/2027:00:00:00 +0000] "HEAD / HTTP/1.1" 304 - "-" "-"',
      ("crawler-7.example.org", None, "bob", datetime(2027, 1, 1), "HEAD", "/", "HTTP/1.1",
       304, None, None, None, False)),
     # escaped quotes, brackets, unicode and an escaped backslash in referer and user agent
     ('10.1.2.3 - - [28/Nov/2026:09:14:05 +0000] "GET /search?q=%22socks%22 HTTP/1.1" 200 42 '
-     '"https://chaussettes.io/?q=\\"wool\\"" "Mozilla/5.0 \\"quoted\\" [brackets] (ünïcødé ☃) back\\\\slash"',
-     ("10.1.2.3", None, None, datetime(2026, 11, 28, 9, 14, 5), "GET", "/search?q=%22socks%22", "HTTP/1.1",
-      200, 42, 'https://chaussettes.io/?q="wool"', 'Mozilla/5.0 "quoted" [brackets] (ünïcødé ☃) back\\slash',
-      False)),
+     '"https://chaussettes.io/?q=\\"wool\\"" '
+     '"Mozilla/5.0 \\"quoted\\" [brackets] (ünïcødé ☃) back\\\\slash"',
+     ("10.1.2.3", None, None, datetime(2026, 11, 28, 9, 14, 5), "GET", "/search?q=%22socks%22",
+      "HTTP/1.1", 200, 42, 'https://chaussettes.io/?q="wool"',
+      'Mozilla/5.0 "quoted" [brackets] (ünïcødé ☃) back\\slash', False)),
     # request "-" (e.g. a client that timed out before sending it)
     ('10.0.0.9 - - [28/Nov/2026:09:14:06 +0000] "-" 408 - "-" "-"',
      ("10.0.0.9", None, None, datetime(2026, 11, 28, 9, 14, 6), None, None, None,
@@ -92,7 +95,8 @@ MALFORMED = [
     '10.0.0.1 - - [yesterday] "GET / HTTP/1.1" 200 1 "-" "x"',
     # truncated lines: inside the request, inside the user agent
     '192.168.1.10 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTT',
-    '192.168.1.10 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" 404 512 "https://chaussettes.io/" "Mozilla/5.0 (X11',
+    '192.168.1.10 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" 404 512 '
+    '"https://chaussettes.io/" "Mozilla/5.0 (X11',
     # unescaped quote inside the user agent, status that is not 3 digits
     '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" 200 1 "-" "a "b" c"',
     '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" OK 1 "-" "x"',
@@ -128,6 +132,7 @@ def test_malformed_lines_are_flagged_and_leave_good_lines_intact(spark, parse_ac
     lines = [MALFORMED[0], good[0][0], *MALFORMED[1:5], good[1][0], *MALFORMED[5:], good[2][0]]
     parsed = parse_access_log(lines_frame(spark, lines))
     expected = spark.createDataFrame(
-        [(line, *([None] * 11), True) for line in MALFORMED] + [(line, *fields) for line, fields in good],
+        [(line, *([None] * 11), True) for line in MALFORMED]
+        + [(line, *fields) for line, fields in good],
         SCHEMA)
     assertDataFrameEqual(parsed, expected)

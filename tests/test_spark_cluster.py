@@ -21,11 +21,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from test_finale_analyzer import new_topics
 
 from finale.analyzer import thresholds as finale_thresholds
-
-pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
-
 from finale.generator import app as generator
 from finale.tools import spark_daemon as daemon
+
+pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 
 RATE, LINES, SEED = 20, 1200, 11       # 60 s of log time, an IP failing from 10 s to 40 s
 START = "2026-11-28T09:00:00Z"

@@ -49,7 +49,8 @@ def test_properties_file_is_private_and_removed_after(monkeypatch):
     with security.spark_submit_properties({"spark.authenticate.secret": SECRET,
                                            "spark.authenticate": "true"}):
         argv = shlex.split(os.environ["PYSPARK_SUBMIT_ARGS"])
-        assert argv[0] == "--properties-file" and argv[2:] == ["--packages", "x:y:1", "pyspark-shell"]
+        assert argv[0] == "--properties-file"
+        assert argv[2:] == ["--packages", "x:y:1", "pyspark-shell"]
         path = argv[1]
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         with open(path) as properties:
