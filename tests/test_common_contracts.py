@@ -46,7 +46,8 @@ def test_compose_creates_the_declared_topics_with_their_configs():
 
 def test_the_kafka_sink_writes_the_one_alert_record(spark):
     frame = spark.createDataFrame([(*[SURGE[name] for name in alert.COLUMNS[:4]],
-                                    datetime(2026, 11, 28, 9, 0, 0), datetime(2026, 11, 28, 9, 0, 30),
+                                    datetime(2026, 11, 28, 9, 0, 0),
+                                    datetime(2026, 11, 28, 9, 0, 30),
                                     *[SURGE[name] for name in alert.COLUMNS[6:]])], alert.DDL)
     [record] = sinks.alert_records(frame).collect()
     assert record.key == "id-1"

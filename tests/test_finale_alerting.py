@@ -1,4 +1,7 @@
-"""finale/metrics.py, rules.py and thresholds.py on small static DataFrames, against hand-computed rows."""
+"""finale/analyzer/metrics.py, rules/ and thresholds.py on small static DataFrames.
+
+Each result is compared against hand-computed rows.
+"""
 import hashlib
 import json
 from datetime import datetime
@@ -81,7 +84,8 @@ def test_wilson_lower_bound_matches_hand_computation(spark):
     # 8 errors out of 10 at z = 1.96: p = 0.8, z² = 3.8416,
     # (0.8 + 3.8416/20 - 1.96·sqrt(0.8·0.2/10 + 3.8416/400)) / (1 + 3.8416/10)
     # = (0.99208 - 1.96·sqrt(0.025604)) / 1.38416 = (0.99208 - 0.3136245) / 1.38416 = 0.4901568
-    frame = spark.createDataFrame([(8, 10), (0, 0), (0, 10), (10, 10)], "errors long, requests long")
+    frame = spark.createDataFrame([(8, 10), (0, 0), (0, 10), (10, 10)],
+                                  "errors long, requests long")
     bounds = [row[0] for row in frame.select(
         rules_common.wilson_lower_bound(F.col("errors"), F.col("requests"), 1.96)).collect()]
     assert bounds[0] == pytest.approx(0.4901568, abs=1e-7)
@@ -114,10 +118,12 @@ THRESHOLDS = [
 
 
 def test_alerts_threshold_entity_then_population_then_global(spark):
-    # Every expected Wilson bound below is at z = 1: (p + 1/2n - sqrt(p(1-p)/n + 1/4n²)) / (1 + 1/n).
+    # Every expected Wilson bound below is at z = 1:
+    # (p + 1/2n - sqrt(p(1-p)/n + 1/4n²)) / (1 + 1/n).
     counts = counts_frame(spark, [
         ("ip", "10.0.0.9", 20, 10),   # own threshold 0.60: bound 0.391 -> no alert
-        ("ip", "10.0.0.1", 20, 10),   # ip population 0.30: bound 0.391 -> alert (rate 0.5: critical)
+        # ip population 0.30: bound 0.391 -> alert (rate 0.5: critical)
+        ("ip", "10.0.0.1", 20, 10),
         ("ip", "10.0.0.4", 100, 34),  # rate 0.34 > 0.30 but bound 0.2944 -> no alert
         ("url", "/x", 20, 10),        # no url population: global 0.10 -> alert, critical
         ("url", "/quiet", 100, 3),    # own 0.01: bound (0.035 - 0.017776)/1.01 = 0.01705 -> alert
@@ -169,7 +175,8 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
         (*w2, "ip", "10.0.0.2", 20, 10, 0.5),
     ], COUNTS_SCHEMA)
     thresholds = spark.createDataFrame(
-        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)], thresholds_file.THRESHOLDS_SCHEMA)
+        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
+        thresholds_file.THRESHOLDS_SCHEMA)
 
     def row(entity_type, entity, window, requests, errors, threshold, share=None, top=None):
         return (alert_id(entity_type, entity, window), "error_rate", entity_type, entity, *window,
@@ -187,7 +194,8 @@ def test_global_alert_inhibits_the_ip_and_url_alerts_of_its_window_only(spark):
     assert inhibited.columns == list(alert.RULE_COLUMNS)
     assertDataFrameEqual(inhibited, spark.createDataFrame([global_w1, ip_w2], ALERTS_SCHEMA))
 
-    everything = error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0, "v1", inhibit_by_global=False)
+    everything = error_rate.error_rate_alerts(counts, thresholds, 5, 3, 1.0, "v1",
+                                              inhibit_by_global=False)
     assertDataFrameEqual(everything,
                          spark.createDataFrame([global_w1, ip_w1, url_w1, ip_w2], ALERTS_SCHEMA))
 
@@ -203,8 +211,9 @@ def test_scanner_alone_in_a_quiet_window_keeps_its_alerts_and_is_named_by_the_gl
         lines.append(line(scanner, k // 2, request, 200 if k % 10 == 0 else 404))
     logs = access_log.parse_access_log(spark.createDataFrame([(v,) for v in lines], "value string"))
     counts = metrics.entity_window_counts(logs, "30 seconds", "30 seconds")  # one window: W
-    thresholds = spark.createDataFrame([("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
-                                       thresholds_file.THRESHOLDS_SCHEMA)
+    thresholds = spark.createDataFrame(
+        [("global", None, 0.10), ("ip", None, 0.30), ("url", None, 0.30)],
+        thresholds_file.THRESHOLDS_SCHEMA)
 
     # W: 64 requests, 55 errors. The scanner holds 54 of them, and so does its probe URL: share
     # 54/55 >= 0.5, the cause, kept despite the global alert. 10.0.0.2 and /feed (1 request, 1
@@ -221,9 +230,11 @@ def test_scanner_alone_in_a_quiet_window_keeps_its_alerts_and_is_named_by_the_gl
         (alert_id("url", probe), "error_rate", "url", probe, *W, 54, 54, 1.0, 0.30, "v1",
          "critical", 54 / 55, None, *RATE(1.0)),
     ], ALERTS_SCHEMA)
-    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1"), expected)
+    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1"),
+                         expected)
     # Only a sole cause kept (cause_share 1.0): 54/55 is not enough, both are inhibited.
-    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1", cause_share=1.0),
+    assertDataFrameEqual(error_rate.error_rate_alerts(counts, thresholds, 5, 3, 3.0, "v1",
+                                                      cause_share=1.0),
                          spark.createDataFrame([global_alert], ALERTS_SCHEMA))
 
 
@@ -236,7 +247,8 @@ def test_alerts_min_requests_and_min_errors_gates(spark):
 
     def fired(min_requests, min_errors):
         return sorted(row.entity for row in
-                      error_rate.error_rate_alerts(counts, thresholds, min_requests, min_errors, 1.0).collect())
+                      error_rate.error_rate_alerts(counts, thresholds, min_requests, min_errors,
+                                                   1.0).collect())
 
     assert fired(5, 3) == []
     assert fired(4, 3) == ["10.0.0.2"]
@@ -345,7 +357,8 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
     # A second rule is one registration: fire_all returns its alerts too, in the same columns.
     def every_window(counts, thresholds, settings, version):
         assert thresholds.columns == ["scope", "entity", "value"]
-        return error_rate.error_rate_alerts(counts, thresholds, 1, 0, 0.0, version, inhibit_by_global=False) \
+        return error_rate.error_rate_alerts(counts, thresholds, 1, 0, 0.0, version,
+                                            inhibit_by_global=False) \
             .withColumn("rule", F.lit("other"))
 
     rules.register("other", fire=every_window, learn=error_rate.error_rate_thresholds,
@@ -356,7 +369,8 @@ def test_fire_all_gives_each_registered_rule_only_its_own_thresholds(spark):
                            metric="error_rate", unit="rate")
         fired = rules.fire_all(counts, every_rule, settings, "v1")
         assert sorted((row.rule, row.entity, row.threshold) for row in fired.collect()) == [
-            ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0), ("other", "10.0.0.2", 0.0)]
+            ("error_rate", "10.0.0.1", 0.30), ("other", "10.0.0.1", 0.0),
+            ("other", "10.0.0.2", 0.0)]
     finally:
         del rules.RULES["other"]
 

@@ -79,7 +79,7 @@ def send(bootstrap, topic, lines, path=None, stamps=None) -> None:
         return
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     try:
-        for line, stamp in zip(lines, stamps or [None] * len(lines)):
+        for line, stamp in zip(lines, stamps or [None] * len(lines), strict=True):
             producer.send(topic, key=line.split(b" ", 1)[0] or None, value=line,
                           timestamp_ms=None if stamp is None else int(stamp.timestamp() * 1000))
         producer.flush()
@@ -182,7 +182,8 @@ def test_surge_alerts_on_its_ip_with_learned_thresholds_and_quiet_traffic_does_n
         spark, kafka, tmp_path):
     """One stream: 10 min of history (the thresholds, learned as threshold_job.py does), then
     150 s of traffic with a 30 s surge of one IP, or the same 150 s without it."""
-    start = datetime.fromisoformat(START.replace("Z", "+00:00")) - timedelta(seconds=SURGE_HISTORY_S)
+    start = (datetime.fromisoformat(START.replace("Z", "+00:00"))
+             - timedelta(seconds=SURGE_HISTORY_S))
     total = SURGE_HISTORY_S + LINES // RATE
     streams = {}
     for name, extra in (("surge", ["--incident", f"surge@{SURGE_HISTORY_S + 40}+30",
@@ -274,7 +275,8 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
 
         def finished() -> dict:
             queries = status.read_status(status_path).get("queries", {})
-            done = [queries.get(name, {}).get("active") is False for name in ("dead-letters", "alerts")]
+            done = [queries.get(name, {}).get("active") is False
+                    for name in ("dead-letters", "alerts")]
             return all(done) and queries
         queries = wait_for(finished, 60, "both queries' final status")
     finally:
@@ -286,7 +288,8 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
     assert queries["dead-letters"]["dead_letters_total"] == 20
     assert queries["alerts"]["alerts_emitted_total"] == len(fired.rows)
 
-    letters = [(record.key, record.value, dict(record.headers)) for record in consume(kafka, dlq_topic)]
+    letters = [(record.key, record.value, dict(record.headers))
+               for record in consume(kafka, dlq_topic)]
     # Each letter keeps its record's key and value and names where it came from (one partition:
     # in order). Every non-empty garbage line here is unparseable (the bad month has a " #k" tail).
     assert letters == [
@@ -309,7 +312,10 @@ def test_dead_letters_one_for_one_and_good_lines_untouched(spark, kafka, traffic
 
 
 def latest_alerts(rows) -> dict:
-    """alert_id -> (requests, errors) of its last emission (update mode re-emits growing windows)."""
+    """alert_id -> (requests, errors) of its last emission.
+
+    Update mode re-emits growing windows.
+    """
     latest = {}
     for row in sorted(rows, key=lambda row: row.emitted_at):
         latest[row.alert_id] = (row.entity_type, row.entity, row.window_start, row.requests,
@@ -362,7 +368,8 @@ def test_restart_on_checkpoint_gives_the_alerts_of_an_uninterrupted_run(spark, k
     assert spanning, "no alert window spans the restart: the test would not see a lost state"
 
 
-FUTURE_LINE = b'10.6.6.6 - - [01/Jan/2099:00:00:00 +0000] "GET /socks HTTP/1.1" 200 512 "-" "clock/1"'
+FUTURE_LINE = (b'10.6.6.6 - - [01/Jan/2099:00:00:00 +0000] "GET /socks HTTP/1.1" 200 512 '
+               b'"-" "clock/1"')
 BAD_TIMESTAMP_LINE = b'10.6.6.7 - - [31/Feb/2026:09:00:00 +0000] "GET /socks HTTP/1.1" 200 512'
 # Dated 08:00:00, in records stamped 5 min 1 s and 4 min 59 s earlier: --max-future (5 minutes) is
 # judged against the record's Kafka timestamp, not the analyzer's clock (days later, which would
@@ -418,9 +425,11 @@ def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, t
     queries, stop = start_with_status(writers, handler, spark, status_path)
     late = with_incidents[:5 * RATE]            # the first 5 s of log time, sent again at the end
     try:
-        # The 2099 line in a micro-batch of its own: before the fix its watermark (2098-12-31T23:59:50)
-        # applied to every later batch and all the traffic was dropped as late.
-        send(kafka, topic, [FUTURE_LINE, BAD_TIMESTAMP_LINE, *STAMPED_LINES], stamps=[None, None, *STAMPS])
+        # The 2099 line in a micro-batch of its own: before the fix its watermark
+        # (2098-12-31T23:59:50) applied to every later batch and all the traffic was dropped
+        # as late.
+        send(kafka, topic, [FUTURE_LINE, BAD_TIMESTAMP_LINE, *STAMPED_LINES],
+             stamps=[None, None, *STAMPS])
         process(queries)
         send(kafka, topic, with_incidents)
         process(queries)
@@ -489,8 +498,8 @@ def test_a_bad_thresholds_file_on_hot_reload_keeps_the_last_good_one(spark, kafk
         assert queries[0].isActive and queries[0].exception() is None
     finally:
         stop()
-    error = (f"{path}: thresholds[0] (rule error_rate, scope ip, entity None): value '0.3' is not a "
-             "number")
+    error = (f"{path}: thresholds[0] (rule error_rate, scope ip, entity None): "
+             "value '0.3' is not a number")
     assert messages == [f"warning: thresholds not reloaded, keeping version good: {error}"]
     assert_each_incident_alerts(fired.rows, truth, "good")
     assert {alert.thresholds_version for alert in fired.rows} == {"good"}
@@ -514,7 +523,8 @@ def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
     frame, version = thresholds.current(spark)
     assert (version, [row.value for row in frame.collect()]) == ("v1", [0.2])
     path.write_text(document("v2", 0.4))
-    os.utime(path, (1, 1))                                      # a different mtime, whatever the clock
+    # A different mtime, whatever the clock.
+    os.utime(path, (1, 1))
     frame, version = thresholds.current(spark)
     assert (version, [row.value for row in frame.collect()]) == ("v2", [0.4])
     path.write_text('{"version": "v3", "thresh')                 # half-written: keep v2
@@ -526,7 +536,8 @@ def test_thresholds_hot_reload_on_mtime_change(spark, tmp_path):
 
 def test_cli_no_inhibit_reaches_the_settings():
     assert analyzer.settings_from_args(analyzer.parse_args([])).inhibit_by_global is True
-    assert analyzer.settings_from_args(analyzer.parse_args(["--no-inhibit"])).inhibit_by_global is False
+    assert (analyzer.settings_from_args(analyzer.parse_args(["--no-inhibit"])).inhibit_by_global
+            is False)
     assert Settings().inhibit_by_global is True
     assert analyzer.settings_from_args(analyzer.parse_args([])).cause_share == 0.5
     assert analyzer.settings_from_args(

@@ -1,7 +1,8 @@
-"""log_generator.py --replay with --incident/--truth (finale/generator/replay.py) on a slice of the real log.
+"""log_generator.py --replay with --incident/--truth on a slice of the real log.
 
-No Spark, no broker: the replay to a file, compared line by line with what finale/generator/replay.py's
-docstring says it adds, worked out by hand from the slice's timestamps.
+The code under test is finale/generator/replay.py. No Spark, no broker: the replay to a file,
+compared line by line with what finale/generator/replay.py's docstring says it adds, worked out
+by hand from the slice's timestamps.
 """
 import gzip
 import json
