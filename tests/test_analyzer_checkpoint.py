@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_finale_analyzer import consume, new_topics, send
+from test_analyzer_pipeline import consume, new_topics, send
 
 from finale.analyzer import checkpoint
 from finale.analyzer.rules.error_rate import ERROR_RATE

@@ -1,6 +1,6 @@
 """Alert rules: each one a module of this package that registers a rule by name.
 
-The contract (tests/test_finale_alerting.py holds the rules to it):
+The contract (tests/test_analyzer_rules.py holds the rules to it):
 - A rule is `register(name, fire, learn, metric=..., unit=..., value_range=...)`, called at the
   import of its module. Every module of this package is imported when the package is (the built-in
   error_rate and surge first, then the others by name), so adding a rule is adding one file here.

@@ -18,7 +18,7 @@ from argparse import Namespace
 import pytest
 from conftest import ROOT, free_port, wait_for
 from kafka import KafkaConsumer, KafkaProducer
-from test_finale_analyzer import new_topics
+from test_analyzer_pipeline import new_topics
 
 from finale.analyzer import thresholds as finale_thresholds
 from finale.generator import app as generator

@@ -1,4 +1,5 @@
-"""finale/access_log.parse_time: its arithmetic fast path gives exactly try_to_timestamp's answer.
+"""finale/analyzer/access_log.parse_time: its arithmetic fast path gives exactly
+try_to_timestamp's answer.
 
 The fast path only takes the canonical %t it can prove valid and hands everything else to Spark's
 pattern formatter; these tests hold it to that on hand-computed instants (leap days, offsets on

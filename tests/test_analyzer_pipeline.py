@@ -1,4 +1,5 @@
-"""finale/spark_streaming_analyzer.py end to end: real broker (`kafka`), real Spark (`spark`).
+"""The analyzer's pipeline (finale/analyzer/pipeline.py) end to end: real broker (`kafka`), real
+Spark (`spark`).
 
 Traffic comes from finale/log_generator.py (stage-2 error model on, fixed seed and start time,
 generated unpaced with --history, sent with --replay): log time is separate from the pace, so a few

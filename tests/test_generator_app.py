@@ -1,4 +1,4 @@
-"""finale/log_generator.py beyond the stage-2 contract (tests/test_generator_contract.py): Kafka
+"""finale/generator/app.py beyond the stage-2 contract (tests/test_contract_generator.py): Kafka
 output on a real broker, incidents and their truth file, --history, --replay."""
 import json
 import math

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, free_port, wait_for
 from kafka import KafkaConsumer, TopicPartition
-from test_finale_analyzer import generate, new_topics, parse_time, send
+from test_analyzer_pipeline import generate, new_topics, parse_time, send
 
 from finale.analyzer import pipeline, sinks, status, thresholds
 from finale.analyzer.settings import Settings

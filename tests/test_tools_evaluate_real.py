@@ -33,7 +33,7 @@ ORIGIN = "2021-10-22T09:28:56Z"
 
 
 # Many small Spark jobs (learning, scoring, the running windows of each incident): minutes when
-# the machine is shared, as tests/test_evaluation.py.
+# the machine is shared, as tests/test_tools_evaluate.py.
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_evaluate_real_on_a_slice(spark, tmp_path):

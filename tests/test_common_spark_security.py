@@ -1,5 +1,6 @@
-"""finale/spark_security.py without Spark: the properties, the private file, the one-line errors.
-(The settings at work, on a real cluster with right and wrong secrets: test_spark_cluster.py.)"""
+"""finale/common/spark_security.py without Spark: the properties, the private file, the one-line
+errors. (The settings at work, on a real cluster with right and wrong secrets:
+test_analyzer_on_spark_cluster.py.)"""
 import os
 import shlex
 import stat

@@ -1,5 +1,6 @@
-"""The thresholds file fails closed and loud: validated as a whole (finale/thresholds.py), refused
-at the analyzer's start with one line naming the entry (exit 2), never written empty by the job."""
+"""The thresholds file fails closed and loud: validated as a whole
+(finale/analyzer/thresholds.py), refused at the analyzer's start with one line naming the entry
+(exit 2), never written empty by the job."""
 import copy
 import json
 import math

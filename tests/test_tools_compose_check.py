@@ -55,7 +55,7 @@ def test_main_reads_the_alerts_topic_and_judges_them(kafka, tmp_path, capsys):
     from datetime import datetime, timedelta, timezone
 
     from kafka import KafkaProducer
-    from test_finale_analyzer import new_topics
+    from test_analyzer_pipeline import new_topics
 
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=120)
     truth = tmp_path / "truth.jsonl"

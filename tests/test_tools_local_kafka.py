@@ -1,4 +1,4 @@
-"""The local Kafka platform (finale/local_kafka.py): a real broker, real topics, Spark's
+"""The local Kafka platform (finale/tools/local_kafka.py): a real broker, real topics, Spark's
 connector."""
 import json
 import os
