@@ -233,7 +233,7 @@ def stop_between_batches(queries, timeout_s: float = 5.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finale.tools.local_kafka import ensure_connector
+    from finale.tools.kafka_jars import ensure_connector
 
     jars = ensure_connector()  # exits 1 with one line naming the fix
     problem = check_kafka(args.bootstrap_servers, [args.topic, args.alerts_topic, args.dlq_topic])

@@ -264,7 +264,7 @@ def build_session(master: str, kafka: bool = False, app_name: str = "chaussettes
         return active, False
     jars = []
     if kafka:
-        from finale.tools.local_kafka import ensure_connector  # one line naming the fix if missing
+        from finale.tools.kafka_jars import ensure_connector  # one line naming the fix if missing
         jars = ensure_connector()
     return spark_session(app_name, master, jars=jars, security=security), True
 
