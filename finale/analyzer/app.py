@@ -25,6 +25,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
+
 from finale.analyzer.checkpoint import (
     STATE_CHANGED_MESSAGE,
     alerts_checkpoint_plan,
@@ -48,7 +50,7 @@ from finale.analyzer.sinks import (
     dead_letter_records,
     kafka_sink,
 )
-from finale.analyzer.status import StatusFile, make_status_listener
+from finale.analyzer.status import StatusFile, failure_line, make_status_listener
 from finale.analyzer.thresholds import ThresholdsError, read_thresholds
 from finale.common import spark_security
 from finale.common.cli import (
@@ -293,7 +295,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Until every query has ended (available-now), one fails, or we are asked to stop.
         while any(query.isActive for query in queries) and not stop_requested.is_set():
-            if spark.streams.awaitAnyTermination(1):
+            try:
+                ended = spark.streams.awaitAnyTermination(1)
+            except StreamingQueryException:
+                break  # a query failed: said below, in one line, from its own exception
+            if ended:
                 spark.streams.resetTerminated()
                 if any(query.exception() is not None for query in queries):
                     break
@@ -307,10 +313,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
     for query in queries:
         if query.exception() is not None:
-            print(f"error: query {query.name} failed: {str(query.exception()).splitlines()[0]}",
+            print(f"error: query {query.name} failed: {failure_line(query.exception())}",
                   file=sys.stderr)
             return 1
     return 0
+
 
 
 def main(argv: list[str] | None = None) -> int:

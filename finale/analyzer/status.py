@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -152,9 +153,18 @@ def make_status_listener(alert_stats: dict[int, int], status: StatusFile,
             pass
 
         def onQueryTerminated(self, event):
-            error = event.exception.splitlines()[0] if event.exception else None
-            status.update(self.names.get(str(event.id), str(event.id)), active=False, error=error)
+            name = self.names.get(str(event.id), str(event.id))
+            error = failure_line(event.exception) if event.exception else None
+            status.update(name, active=False, error=error)
             if error:
-                log(f"query {event.id} failed: {error}")
+                log(f"query {name} failed: {error}")
 
     return StatusListener()
+
+
+def failure_line(exception) -> str:
+    """The one line that says why a query failed: a sink's own SinkError line (it names the sink)
+    when the failure came from one, else the first line of Spark's message."""
+    text = str(exception)
+    sink = re.search(r"SinkError: (.*)", text)
+    return sink.group(1).strip() if sink else (text.strip().splitlines() or ["unknown"])[0]
