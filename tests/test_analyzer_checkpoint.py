@@ -42,14 +42,17 @@ def lines(first: int, last: int) -> list[bytes]:
     return out
 
 
-def run(kafka, topics, folder: Path, prelude: str = "") -> subprocess.CompletedProcess:
+def run(kafka, topics, folder: Path, *flags: str, prelude: str = "") -> subprocess.CompletedProcess:
+    """The analyzer on `topics` (logs, alerts, dlq), available-now, its state in `folder`, with
+    `prelude` (Python code) run before its main() and `flags` appended to its command line."""
     logs, alerts, dlq = topics
     code = f"import sys\n{prelude}from finale.analyzer.app import main\nsys.exit(main())\n"
     return subprocess.run(
         [sys.executable, "-c", code, "--bootstrap-servers", kafka, "--topic", logs,
          "--alerts-topic", alerts, "--dlq-topic", dlq, "--starting-offsets", "earliest",
          "--trigger", "available-now", "--thresholds", str(folder / "thresholds.json"),
-         "--checkpoint", str(folder / "checkpoint"), "--status-file", str(folder / "status.json")],
+         "--checkpoint", str(folder / "checkpoint"), "--status-file", str(folder / "status.json"),
+         *flags],
         capture_output=True, text=True, timeout=420)
 
 

@@ -6,11 +6,9 @@ the alert is delivered: nothing is lost. Checked with the real analyzer (a subpr
 now) on a real broker: first with a sink that always fails, then with the Kafka sink.
 """
 import json
-import subprocess
-import sys
 
 import pytest
-from test_analyzer_checkpoint import THRESHOLDS, latest_alerts, lines
+from test_analyzer_checkpoint import THRESHOLDS, latest_alerts, lines, run
 from test_analyzer_pipeline import new_topics, send
 
 from finale.analyzer import sinks
@@ -21,18 +19,6 @@ BROKEN = ('from finale.analyzer.sinks import alert_sink\n'
           '    def write(batch, batch_id):\n'
           '        raise OSError("disk full")\n'
           '    return write\n')
-
-
-def run(kafka, topics, folder, *sink_flags, prelude=""):
-    logs, alerts, dlq = topics
-    code = f"import sys\n{prelude}from finale.analyzer.app import main\nsys.exit(main())\n"
-    return subprocess.run(
-        [sys.executable, "-c", code, "--bootstrap-servers", kafka, "--topic", logs,
-         "--alerts-topic", alerts, "--dlq-topic", dlq, "--starting-offsets", "earliest",
-         "--trigger", "available-now", "--thresholds", str(folder / "thresholds.json"),
-         "--checkpoint", str(folder / "checkpoint"), "--status-file", str(folder / "status.json"),
-         *sink_flags],
-        capture_output=True, text=True, timeout=420)
 
 
 @pytest.mark.slow
