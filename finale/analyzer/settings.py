@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from finale.common.alert import GLOBAL_ENTITY as GLOBAL_ENTITY  # re-exported for the generator
 from finale.common.paths import FINALE_STATE
 from finale.common.topics import ALERTS, DEAD_LETTERS, LOGS
 

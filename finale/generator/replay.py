@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
-from finale.analyzer.settings import GLOBAL_ENTITY
+from finale.common.alert import GLOBAL_ENTITY
 from finale.common.cli import silence_stdout
 from finale.generator.incidents import Incident, write_truth
 from finale.generator.outputs import KafkaSinkError, log, open_kafka, open_output, write_stats

@@ -64,10 +64,11 @@ from pyspark.sql import functions as F
 from finale.analyzer.access_log import parse_access_log
 from finale.analyzer.metrics import analysed_columns, entity_window_counts, input_statistics
 from finale.analyzer.rules import fire_all, learn_all
-from finale.analyzer.settings import GLOBAL_ENTITY, ThresholdParams
 from finale.analyzer.settings import Settings as AnalyzerSettings
+from finale.analyzer.settings import ThresholdParams
 from finale.analyzer.threshold_job import add_threshold_options, bounded, build_session
 from finale.analyzer.thresholds import rule_thresholds_frame, thresholds_document
+from finale.common.alert import GLOBAL_ENTITY
 from finale.common.cli import OneLineErrorParser, duration_seconds, run_main, write_json_atomically
 from finale.common.paths import FINALE_STATE, SCRIPTS
 from finale.generator.incidents import (
