@@ -1,5 +1,5 @@
-"""finale/analyzer/access_log.parse_time: its arithmetic fast path gives exactly
-try_to_timestamp's answer.
+"""finale/analyzer/access_log: the three formats it reads, and parse_time, whose arithmetic fast
+path gives exactly try_to_timestamp's answer.
 
 The fast path only takes the canonical %t it can prove valid and hands everything else to Spark's
 pattern formatter; these tests hold it to that on hand-computed instants (leap days, offsets on
@@ -89,3 +89,47 @@ def test_fast_path_equals_the_formatter_on_generated_times(spark, seed):
     # Both kinds are there in numbers: valid dates and strings that are not one.
     valid = sum(row["formatter"] is not None for row in rows)
     assert 1000 < valid < 4000
+
+
+# The same request in each format the parser reads (access_log's docstring), as Apache 2.4 writes
+# it (Debian's LogFormat lines): the fields are the same, vhost_combined's `host:port` is skipped.
+# (line, ip, user, status, bytes, referer, user_agent)
+FORMATS = {
+    "combined": ('203.0.113.7 - alice [06/Dec/2026:21:38:15 +0100] "GET /socks?id=1 HTTP/1.1" '
+                 '404 397 "https://chaussettes.io/" "curl/7.88.1"',
+                 "203.0.113.7", "alice", 404, 397, "https://chaussettes.io/", "curl/7.88.1"),
+    "common": ('203.0.113.7 - alice [06/Dec/2026:21:38:15 +0100] "GET /socks?id=1 HTTP/1.1" '
+               '404 397', "203.0.113.7", "alice", 404, 397, None, None),
+    "vhost_combined": ('shop.example:443 203.0.113.7 - alice [06/Dec/2026:21:38:15 +0100] '
+                       '"GET /socks?id=1 HTTP/1.1" 404 397 "https://chaussettes.io/" '
+                       '"curl/7.88.1"',
+                       "203.0.113.7", "alice", 404, 397, "https://chaussettes.io/", "curl/7.88.1"),
+    # An IPv6 client in vhost_combined: the prefix ends at the first space, the address is whole.
+    "vhost_combined, IPv6 client": (
+        '127.0.0.1:80 2001:db8::1 - alice [06/Dec/2026:21:38:15 +0100] '
+        '"GET /socks?id=1 HTTP/1.1" 404 397 "-" "-"', "2001:db8::1", "alice", 404, 397, None,
+        None),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_each_format_gives_the_same_fields(spark, name):
+    line, ip, user, status, size, referer, agent = FORMATS[name]
+    row = access_log.parse_access_log(spark.createDataFrame([(line,)], "value string")).first()
+    assert (row.ip, row.user, row.event_time, row.method, row.url, row.protocol, row.status,
+            row.bytes, row.referer, row.user_agent, row.malformed) == (
+        ip, user, datetime(2026, 12, 6, 20, 38, 15), "GET", "/socks?id=1", "HTTP/1.1", status,
+        size, referer, agent, False)
+
+
+@pytest.mark.parametrize("line", [
+    # A vhost prefix and nothing after the client: not an access-log line.
+    "shop.example:443 203.0.113.7",
+    # Two prefixes: no format has that.
+    'a:1 b:2 203.0.113.7 - - [06/Dec/2026:21:38:15 +0100] "GET / HTTP/1.1" 200 1 "-" "-"',
+    # nginx's JSON logs, a format of another kind.
+    '{"remote_addr":"203.0.113.7","status":200}',
+])
+def test_lines_of_no_format_are_malformed(spark, line):
+    row = access_log.parse_access_log(spark.createDataFrame([(line,)], "value string")).first()
+    assert row.malformed and row.ip is None and row.event_time is None

@@ -1,9 +1,18 @@
-"""The Apache access-log format and its Spark parser, shared by every script of the final stage.
+"""The Apache access-log formats and their Spark parser, shared by every script of the final stage.
 
-Format (Apache "combined"; "common" is the same without the last two fields):
+Three formats, told apart by the line itself (no option to set):
 
-    %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"
+    combined         %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"
+                     Apache's and nginx's default access log
+    common           %h %l %u %t "%r" %>s %b
+    vhost_combined   %v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-agent}i"
+                     Debian's other_vhosts_access.log: the virtual host and port first
+
     203.0.113.7 - - [28/Nov/2026:09:14:03 +0000] "GET /socks/wool HTTP/1.1" 404 512 "-" "curl/8.5.0"
+    shop.example:443 203.0.113.7 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" 200 9 "-" "-"
+
+vhost_combined's leading `host:port` is recognised (a token with a colon and digits before the
+client address) and skipped: the fields are the combined ones.
 
 `parse_access_log` keeps every input row: a line that does not match, or whose timestamp does not
 parse, comes out with `malformed = true` and null fields, so callers can count it or route it aside.
@@ -18,7 +27,10 @@ from pyspark.sql import functions as F
 # parser with 11 bare regexp_extract (raw strings, no conversion), warmed up and interleaved
 # (measured: bench/RESULTS.md).
 LINE_PATTERN = (
-    r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '               # %h %l %u [%t]
+    # vhost_combined's %v:%p, skipped. An IPv4 client or a host name has no colon, an IPv6 client
+    # no `:digits ` before its first space; possessive, so a line without it costs no backtracking.
+    r'^(?:[^\s:]++:\d++ )?'
+    r'(\S+) (\S+) (\S+) \[([^\]]+)\] '                # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '           # "%r": method url protocol, or "-"
     r'(\d{3}) (\d+|-)'                                # %>s %b
     # "%{Referer}i" "%{User-agent}i" with their \" escapes, unrolled: the plain alternation
