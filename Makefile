@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs lint test test-fast demo bench clean secret compose-test
+.PHONY: setup jars prereqs lint test test-fast demo ship bench clean secret compose-test
 
 setup: $(VENV)/.installed jars
 
@@ -42,6 +42,14 @@ lint: $(VENV)/.installed
 # The final stage end to end (finale/tools/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
 demo: setup
 	@$(PY) -m finale.tools.demo --duration $(DURATION)
+
+# Follow a web server's access log into Kafka's http-logs (finale/tools/ship.py: rsyslog with
+# conf/rsyslog/http-logs.conf, the user's own foreground process; Ctrl-C stops it). The broker: the
+# local one of `make demo` if it runs, else KAFKA_BOOTSTRAP_SERVERS, else localhost:9092.
+# Needs Debian's rsyslog and rsyslog-kafka (its one-line error says so).
+ship: $(VENV)/.installed
+	@test -n "$(ACCESS_LOG)" || { echo "usage: make ship ACCESS_LOG=/path/to/access.log" >&2; exit 2; }
+	@$(PY) finale/ship.py --access-log "$(ACCESS_LOG)"
 
 # Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a
 # private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.

@@ -1,5 +1,6 @@
 """finale/analyzer/threshold_job.py: the robust threshold formula, the eligibility rules, the JSON
 file, the CLI."""
+import gzip
 import json
 import os
 import re
@@ -207,6 +208,32 @@ def test_json_file_structure_statistics_and_version(spark, tmp_path, capsys):
     assert changed["input"]["lines"] == 7
     png = (tmp_path / "rates.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_rotated_and_gzipped_files_give_the_thresholds_of_the_whole_log(spark, tmp_path):
+    """The site's own history as logrotate leaves it (Debian: access.log, access.log.1, then
+    access.log.2.gz ...), read through the documented glob: the thresholds of the same lines in one
+    file, vhost_combined lines (other_vhosts_access.log) included."""
+    whole = run_job(tmp_path, TINY_LOG, "whole")
+    logs = tmp_path / "apache2"
+    logs.mkdir()
+    oldest, older, current = TINY_LOG[:2], TINY_LOG[2:4], TINY_LOG[4:]
+    with gzip.open(logs / "access.log.2.gz", "wt") as rotated:
+        rotated.write("\n".join(oldest) + "\n")
+    (logs / "access.log.1").write_text("\n".join(older) + "\n")
+    # The current file as Apache leaves it mid-line is not a case: logrotate rotates whole files.
+    (logs / "other_vhosts_access.log").write_text("\n".join(
+        "shop.example:443 " + line for line in current) + "\n")
+    output = tmp_path / "rotated.json"
+    assert job.main(["--input", str(logs / "access.log*"), str(logs / "other_vhosts_access.log*"),
+                     "--output", str(output), *TINY_OPTIONS]) == 0
+    rotated = json.loads(output.read_text())
+    # "this is not an access-log line" got the vhost prefix too: still malformed, as before.
+    assert rotated["input"] == whole["input"] == {
+        "lines": 6, "parsed": 5, "malformed": 1,
+        "first_time": "2026-11-28T09:00:01Z", "last_time": "2026-11-28T09:00:10Z"}
+    assert rotated["thresholds"] == whole["thresholds"]
+    assert rotated["version"] == whole["version"]
 
 
 @pytest.mark.parametrize("argv, message", [
