@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", metavar="PATH",
-                        help="access-log files (combined or common format, .gz ok, globs ok)")
+                        help="access-log files (combined, common or vhost_combined; .gz ok; "
+                             "globs ok, e.g. '/var/log/apache2/access.log*' for the rotated ones)")
     source.add_argument("--kafka", action="store_true",
                         help="read the Kafka topic instead (time range: --since/--until)")
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP,
@@ -240,7 +241,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def read_lines(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     """The raw lines as a DataFrame with one string column `value`."""
     if not args.kafka:
-        return spark.read.text(args.input)
+        # Local globs expanded here (sorted, each file once): Spark would look for a metadata
+        # folder named like the pattern first and log a stack trace that it is absent.
+        paths = sorted({match for pattern in args.input
+                        for match in ([pattern] if "://" in pattern else glob.glob(pattern))})
+        return spark.read.text(paths)
     reader = (
         spark.read.format("kafka")
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
