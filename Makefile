@@ -81,9 +81,12 @@ compose-test:
 # One-time step of `--secure` and docker compose: the shared Spark secret, 64 random hex digits, in
 # the git-ignored .secrets/ (mode 0700: only you can read what is inside; the file itself is 0644
 # so that the non-root user of the containers can read the compose secret bind-mounted from it).
-# An existing secret is kept: every Spark process of a deployment must share the same one.
+# An existing secret is kept: every Spark process of a deployment must share the same one; its
+# modes are set again (a file left 0600 by an older stage-2 --secure: the containers could not read it).
+# complet/spark_streaming_analyzer.py --secure creates the same file the same way.
 SECRET_FILE := .secrets/spark-authenticate.secret
 secret: $(SECRET_FILE)
+	@chmod 700 $(dir $(SECRET_FILE)) && chmod 644 $(SECRET_FILE)
 $(SECRET_FILE):
 	@mkdir -p $(@D) && chmod 700 $(@D)
 	@umask 022 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > $@.tmp && mv $@.tmp $@

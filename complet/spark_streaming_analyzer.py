@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECURITY_CONF = ROOT / "conf" / "spark-defaults.conf"
 SECRET_ENV = "SPARK_AUTHENTICATE_SECRET"
 SECRET_FILE = ROOT / ".secrets" / "spark-authenticate.secret"
+LOCAL_MASTER = re.compile(r"^local(\[[^\]]*\])?$")
 SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled",
                  "spark.io.encryption.enabled")
 
@@ -218,7 +219,9 @@ def security_settings(conf_file: Path, secret_file: Path,
     """The settings of conf_file plus spark.authenticate.secret, and where the secret came from.
 
     The secret is never in git: it comes from $SPARK_AUTHENTICATE_SECRET, or else from secret_file
-    (git-ignored), generated with mode 0600 the first time. Spark only reads
+    (git-ignored), generated the first time exactly as `make secret` does: 64 hex digits, the
+    folder 0700 (no other user of the machine reaches the file), the file 0644 (so the non-root
+    containers of finale's docker compose can read it once bind-mounted). Spark only reads
     spark.authenticate.secret.file on Kubernetes, so the file's content is passed as the secret.
     """
     settings = read_spark_conf(conf_file)
@@ -226,8 +229,10 @@ def security_settings(conf_file: Path, secret_file: Path,
         settings["spark.authenticate.secret"] = environ[SECRET_ENV]
         return settings, f"${SECRET_ENV}"
     if not secret_file.exists():
-        secret_file.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        secret_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret_file.parent.chmod(0o700)
+        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.fchmod(descriptor, 0o644)  # whatever the umask
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_hex(32))
     settings["spark.authenticate.secret"] = secret_file.read_text().strip()
@@ -338,6 +343,12 @@ def build_session(args) -> tuple[SparkSession, str]:
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false"))
+    if LOCAL_MASTER.match(args.master):
+        # In-process Spark: its UI and driver ports listen on 127.0.0.1 only (the UI binds to
+        # SPARK_LOCAL_IP, all interfaces without it). A SPARK_LOCAL_IP of the user's wins.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (builder.config("spark.driver.host", os.environ["SPARK_LOCAL_IP"])
+                   .config("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"]))
     settings, secret_source = {}, ""
     if args.secure:
         settings, secret_source = security_settings(SECURITY_CONF, SECRET_FILE)

@@ -1,7 +1,9 @@
 """Shared fixtures: one local Spark session for the whole run, stage modules loaded by path."""
 import importlib.util
 import os
+import re
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +64,41 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
             return result
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def process_tree(pid: int) -> set[int]:
+    """`pid` and its descendants (a Python script and the JVM it started)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return tree
+
+
+def listening_addresses(pid: int) -> list[str]:
+    """The local address:port of every TCP socket that `pid` or a descendant listens on
+    (`ss -ltnp`)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    tree = process_tree(pid)
+    found = []
+    for line in out.splitlines():
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if pids & tree:
+            found.append(line.split()[3])
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
 
 
 def spark_extra_jars() -> list[str]:

@@ -1,9 +1,11 @@
 """complet's analysis functions, report and security settings on small hand-computed data."""
+import re
 import stat
+import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import load_module
+from conftest import ROOT, load_module
 from pyspark.testing import assertDataFrameEqual
 
 analyzer = load_module("complet", "spark_streaming_analyzer")
@@ -147,15 +149,38 @@ def test_secret_from_environment(tmp_path):
     assert not secret_file.exists()
 
 
-def test_secret_file_generated_private_then_reused(tmp_path):
+def test_secret_file_generated_as_make_secret_does_then_reused(tmp_path):
+    """Stage 2's --secure and finale's `make secret` give the same file: the path, 64 hex digits,
+    the folder 0700 (no other user of the machine reaches it), the file 0644 (compose's non-root
+    containers read it once bind-mounted; a 0600 file of another user gives them 'Permission
+    denied')."""
     secret_file = tmp_path / "secrets" / "spark.secret"
     settings, source = analyzer.security_settings(analyzer.SECURITY_CONF, secret_file, {})
     secret = secret_file.read_text()
-    assert len(secret) == 64 and int(secret, 16) >= 0
-    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o644
+    assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
     assert (settings, source) == ({**SECURITY, "spark.authenticate.secret": secret},
                                   str(secret_file))
     assert analyzer.security_settings(analyzer.SECURITY_CONF, secret_file, {})[0] == settings
+
+    # The same path as finale's make secret, which keeps that file (the deployment's one secret)
+    # and gives it, and a file left 0600 by an older version, the same modes.
+    assert analyzer.SECRET_FILE.relative_to(ROOT).as_posix() == ".secrets/spark-authenticate.secret"
+    secret_file.chmod(0o600)
+    made = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "secret",
+                           f"SECRET_FILE={secret_file}"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert made.returncode == 0, made.stderr
+    assert secret_file.read_text() == secret
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o644
+    fresh = tmp_path / "fresh" / "spark.secret"
+    made = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "secret",
+                           f"SECRET_FILE={fresh}"], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert re.fullmatch(r"[0-9a-f]{64}", fresh.read_text())
+    assert (stat.S_IMODE(fresh.stat().st_mode), stat.S_IMODE(fresh.parent.stat().st_mode)) == (
+        0o644, 0o700)
 
 
 # ---------------------------------------------------------------- command line

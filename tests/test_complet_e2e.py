@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
-from conftest import ROOT, free_port, load_module, wait_for
+from conftest import ROOT, free_port, is_loopback, listening_addresses, load_module, wait_for
 
 # Each test starts the stage-2 analyzer, a Spark job, as a subprocess.
 pytestmark = pytest.mark.spark
@@ -121,6 +121,9 @@ def test_secure_analyzer_reports_every_window_exactly(tmp_path):
             return found if len(found) == 3 else None
 
         n = max(wait_for(first_lines, 240, "3 client connections"))
+        # local[2]: the UI and the driver's ports listen on loopback only.
+        listening = listening_addresses(analyzer_process.pid)
+        assert listening and [a for a in listening if not is_loopback(a)] == [], listening
         # Windows starting after the time of the last line sent before both queries were
         # connected hold only lines that both queries received: their reports must be exact.
         lines = generated_lines(n + RATE * 600)

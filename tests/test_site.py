@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, free_port, is_loopback, listening_addresses, wait_for
 from kafka.admin import KafkaAdminClient, NewTopic
 from test_analyzer_faults import Analyzer, end_offsets_total, read_topic
 
@@ -356,6 +356,9 @@ def test_apache_log_shipped_through_rotations_crash_and_outage_and_the_scanner_a
                  or analyzer.process.poll() is not None, WAIT, "the analyzer's first batches",
                  interval=0.5)
         assert analyzer.process.poll() is None, analyzer.tail()
+        # The analyzer in local mode: its Spark UI and driver ports on loopback only.
+        listening = listening_addresses(analyzer.process.pid)
+        assert listening and [a for a in listening if not is_loopback(a)] == [], listening
         phase("scan")
         scan_started = time.time()
         clients.start(SCANNER, "/wp-login.php", SCAN_RATE, count=SCAN_RATE * 20)

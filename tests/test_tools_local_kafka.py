@@ -82,20 +82,57 @@ def test_topics_have_the_expected_configuration(kafka):
                      admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
         configs = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name,
-                            ["cleanup.policy", "message.timestamp.type"])
+                            ["cleanup.policy", "message.timestamp.type", "retention.ms"])
              for name in ("http-logs", "alerts", "http-logs-dlq")],
             config_filter="all")["topic"]
     finally:
         admin.close()
     assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
     assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
-        "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete"}
+        "http-logs": "delete", "alerts": "compact,delete", "http-logs-dlq": "delete"}
+    # 7 days, 7 days (compacted and deleted: each window's alert has its own id), 14 days.
+    assert {name: config["retention.ms"]["value"] for name, config in configs.items()} == {
+        "http-logs": "604800000", "alerts": "604800000", "http-logs-dlq": "1209600000"}
     # The analyzer's --max-future check trusts the record timestamp: the broker's clock on
     # http-logs.
     timestamp_types = {name: config["message.timestamp.type"]["value"]
                        for name, config in configs.items()}
     assert timestamp_types == {
         "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime"}
+
+
+def test_a_topic_of_an_older_version_gets_the_declared_configs_only_when_asked(kafka):
+    """A broker made by an older version holds `alerts` compact-only: the local broker's start
+    aligns it (align_configs), `topics --create` on another cluster leaves it alone."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+    from finale.common.topics import ALERTS, Topic
+    from finale.tools.kafka_topics import ensure_topics
+
+    name = f"old-alerts-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+
+    def configs() -> tuple[str, str, str]:
+        found = admin.describe_configs([ConfigResource(
+            ConfigResourceType.TOPIC, name, ["cleanup.policy", "retention.ms", "segment.ms"])],
+            config_filter="all")["topic"][name]
+        return tuple(found[key]["value"] for key in ("cleanup.policy", "retention.ms",
+                                                      "segment.ms"))
+    try:
+        admin.create_topics([NewTopic(name, 1, 1, topic_configs={
+            "cleanup.policy": "compact", "retention.ms": "3600000", "segment.ms": "3600000"})],
+            wait_for_metadata=True)
+        declared = {name: Topic(name, 1, dict(ALERTS.configs))}
+        assert ensure_topics(kafka, declared) == []
+        assert configs() == ("compact", "3600000", "3600000")
+        assert ensure_topics(kafka, declared, align_configs=True) == []
+        # The declared ones set, the topic's own segment.ms kept.
+        assert wait_for(lambda: configs() == ("compact,delete", "604800000", "3600000"), 10,
+                        "the aligned configs")
+    finally:
+        admin.delete_topics([name])
+        admin.close()
 
 
 @pytest.mark.skipif(EXTERNAL, reason="KAFKA_BOOTSTRAP_SERVERS points at another cluster")

@@ -62,7 +62,7 @@ from finale.common.cli import (
     is_interval,
     silence_stdout,
 )
-from finale.common.spark import spark_session
+from finale.common.spark import is_local, spark_session
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress of every query as JSON, replaced after each micro-batch (docs/analyzer.md)")
     add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
         help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
+    add("--spark-ui", action="store_true",
+        help="on a cluster master, serve the Spark UI too (off there by default: it listens on "
+             "every interface; put it behind spark.acls.enable and spark.ui.filters, "
+             "docs/deployment.md). In local mode it is always on, on 127.0.0.1")
     spark_security.add_security_options(parser)
     return parser
 
@@ -248,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
     dead_letter_trigger = ({"availableNow": True} if args.trigger == "available-now"
                            else {"processingTime": args.dead_letter_trigger})
     try:
-        spark = spark_session("chaussettes-finale-analyzer", args.master, jars=jars, ui=True,
+        spark = spark_session("chaussettes-finale-analyzer", args.master, jars=jars,
+                              ui=is_local(args.master) or args.spark_ui,
                               security=spark_security.properties_from_args(args))
     except spark_security.SecurityError as error:
         print(f"error: {error}", file=sys.stderr)

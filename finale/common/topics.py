@@ -17,15 +17,23 @@ class Topic:
     purpose: str = ""
 
 
+DAY_MS = 24 * 3600 * 1000
+
 # One access-log line per record, key = the client address. The broker stamps each record
 # (LogAppendTime): the analyzer's --max-future check compares a line's date with that clock, so
-# a producer's wrong clock cannot make a far-future line look recent.
-LOGS = Topic("http-logs", 3, {"message.timestamp.type": "LogAppendTime"},
+# a producer's wrong clock cannot make a far-future line look recent. Kept 7 days: the analyzer
+# reads it live, and threshold_job.py --kafka learns from that week.
+LOGS = Topic("http-logs", 3, {"message.timestamp.type": "LogAppendTime",
+                              "retention.ms": str(7 * DAY_MS)},
              "the access-log lines, one per record")
 # key = alert_id, value = the alert record (finale/common/alert.py). Compacted: an alert
-# re-emitted by a later micro-batch or a replay replaces its earlier copy.
-ALERTS = Topic("alerts", 1, {"cleanup.policy": "compact"}, "the alerts, one record per alert_id")
-# The lines the analyzer cannot count, unchanged, with why in the headers.
-DEAD_LETTERS = Topic("http-logs-dlq", 1, {}, "the lines that do not parse, with a reason header")
+# re-emitted by a later micro-batch or a replay replaces its earlier copy. And deleted after 7
+# days: every window has its own alert_id, so compaction alone would keep every alert for ever.
+ALERTS = Topic("alerts", 1, {"cleanup.policy": "compact,delete", "retention.ms": str(7 * DAY_MS)},
+               "the alerts, one record per alert_id, 7 days")
+# The lines the analyzer cannot count, unchanged, with why in the headers. Kept 14 days: a log
+# format that changed on a Friday is still there to look at on Monday, and after the week off.
+DEAD_LETTERS = Topic("http-logs-dlq", 1, {"retention.ms": str(14 * DAY_MS)},
+                     "the lines that do not parse, with a reason header")
 
 TOPICS: dict[str, Topic] = {topic.name: topic for topic in (LOGS, ALERTS, DEAD_LETTERS)}

@@ -16,13 +16,25 @@ def admin_client(bootstrap_servers: str, timeout_s: float = 10.0):
                             request_timeout_ms=int(timeout_s * 1000))
 
 
-def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS) -> list[str]:
-    """Create the project's topics that do not exist yet (idempotent); names created."""
+def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS,
+                  align_configs: bool = False) -> list[str]:
+    """Create the project's topics that do not exist yet (idempotent); names created.
+
+    align_configs: also set the declared configs on the topics that exist (incrementally: other
+    settings of the topic are kept), so a broker created by an older version gets, say, the
+    alerts' retention. The local broker does it at each start; on another cluster, topics that
+    exist are left as they are."""
+    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import TopicAlreadyExistsError
 
     admin = admin_client(bootstrap_servers)
     try:
         existing = set(admin.list_topics())
+        present = [topic for name, topic in topics.items() if name in existing and topic.configs]
+        if align_configs and present:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic.name,
+                                                configs=dict(topic.configs))
+                                 for topic in present])
         missing = {name: {"num_partitions": topic.partitions, "replication_factor": 1,
                           "configs": topic.configs}
                    for name, topic in topics.items() if name not in existing}

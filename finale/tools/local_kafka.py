@@ -322,7 +322,7 @@ def start(port: int | None = None, timeout_s: float = 90.0, state_dir: Path = DE
         try:
             wait_until_ready(info["bootstrap_servers"], timeout_s, process.pid, log_path)
             info["ready_after_s"] = round(time.monotonic() - began, 2)
-            created = ensure_topics(info["bootstrap_servers"])
+            created = ensure_topics(info["bootstrap_servers"], align_configs=True)
         except BaseException:
             _stop_pid(process.pid, 15)
             raise
