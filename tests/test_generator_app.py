@@ -109,10 +109,11 @@ def test_lines_land_in_kafka_keyed_by_ip_in_order(kafka):
     assert by_ip == expected_by_ip
 
 
-@pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_confluent_client_sends_what_kafka_python_sends(kafka, tmp_path, compression):
+@pytest.mark.parametrize("compression, acks", [("gzip", "1"), ("none", "1"), ("gzip", "all")])
+def test_confluent_client_sends_what_kafka_python_sends(kafka, tmp_path, compression, acks):
     """--kafka-client confluent-kafka: the same records (key, value), in the same partitions, in
-    the same order per partition as the default client for the same seed, and exact counts."""
+    the same order per partition as the default client for the same seed, and exact counts; with
+    --acks all (idempotent producers) too."""
     flags = ["--seed", "5", "--rate", "1e9", "--count", "5000", "--start-time", START]
     from kafka.partitioner.default import murmur2
 
@@ -120,7 +121,7 @@ def test_confluent_client_sends_what_kafka_python_sends(kafka, tmp_path, compres
     for line in generate(*flags, "--output", "-"):
         key = line.split(" ", 1)[0].encode()
         expected[(murmur2(key) & 0x7FFFFFFF) % 3].append((key, line.encode()))
-    flags += ["--bootstrap-servers", kafka, "--compression", compression]
+    flags += ["--bootstrap-servers", kafka, "--compression", compression, "--acks", acks]
     records = {}
     for client in ("kafka-python", "confluent-kafka"):
         topic, stats_file = new_topic(kafka, 3), tmp_path / f"{client}.json"

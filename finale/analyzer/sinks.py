@@ -67,10 +67,14 @@ def dead_letter_records(dead: DataFrame, source_topic: str) -> DataFrame:
 def kafka_sink(bootstrap_servers: str, topic: str,
                to_records: Callable[[DataFrame], DataFrame]) -> BatchSink:
     """A foreachBatch sink writing `to_records(batch)` (key/value/headers columns) to a Kafka
-    topic."""
+    topic, acknowledged by every in-sync replica and idempotent (the Kafka client's defaults,
+    said here: on a replicated cluster a written alert survives its broker, and a retried batch
+    is not written twice)."""
     def write(batch: DataFrame, batch_id: int) -> None:
         (to_records(batch).write.format("kafka")
          .option("kafka.bootstrap.servers", bootstrap_servers)
+         .option("kafka.acks", "all")
+         .option("kafka.enable.idempotence", "true")
          .option("topic", topic)
          .save())
     return write

@@ -70,6 +70,7 @@ from datetime import datetime, timezone
 from finale.common.cli import BOOTSTRAP_HELP, DEFAULT_BOOTSTRAP, OneLineErrorParser
 from finale.generator.incidents import incident_spec, resolve_incidents, write_truth
 from finale.generator.outputs import (
+    ACKS_CHOICES,
     COMPRESSIONS,
     CONFLUENT_MISSING,
     KAFKA_CLIENTS,
@@ -183,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--compression", choices=COMPRESSIONS, default="gzip",
                        help="producer compression (with kafka-python, lz4, snappy and zstd need "
                             "their Python package)")
+    kafka.add_argument("--acks", choices=ACKS_CHOICES, default="1",
+                       help="1: the partition leader's acknowledgement (throughput); all: every "
+                            "in-sync replica's, with idempotence (a replicated cluster: no line "
+                            "lost with a broker, none written twice by a retry)")
     kafka.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default="kafka-python",
                        help="producer library: the same records, partitions and counts; "
                             "confluent-kafka (librdkafka, pip install -e '.[bench]') "

@@ -25,9 +25,12 @@ KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
 CONFLUENT_MISSING = ("confluent-kafka is not installed: pip install -e '.[bench]' "
                      "(make setup installs it with the dev extra)")
 
-# The producer settings both clients share. Throughput over durability: the leader's ack is enough
-# for generated traffic (idempotence would force acks=all); big batches, filled for up to 20 ms.
+# The producer settings both clients share. Throughput over durability by default: the leader's ack
+# is enough for generated traffic; big batches, filled for up to 20 ms. --acks all (a replicated
+# cluster) waits for every in-sync replica and turns idempotence on: a retried batch is never
+# written twice.
 ACKS, BATCH_BYTES, LINGER_MS = 1, 512 * 1024, 20
+ACKS_CHOICES = ("1", "all")
 CONNECT_TIMEOUT = 5.0  # s for a broker to answer at start, else "no Kafka broker answers"
 BLOCK_TIMEOUT = 15.0  # s a send may wait for metadata or for room in a full send buffer
 DELIVERY_TIMEOUT_MS = 120_000  # per record, retries included (the Java client's default)
@@ -109,7 +112,7 @@ class KafkaSink(_Sink):
     """Lines to a Kafka topic with kafka-python, one record per line: key = client IP, value = the
     line."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, compression: str):
+    def __init__(self, bootstrap_servers: str, topic: str, compression: str, acks: str = "1"):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
         from kafka.partitioner.default import murmur2
@@ -120,7 +123,8 @@ class KafkaSink(_Sink):
             self.producer = KafkaProducer(
                 bootstrap_servers=bootstrap_servers.split(","),
                 client_id="chaussettes-log-generator",
-                acks=ACKS, enable_idempotence=False, batch_size=BATCH_BYTES, linger_ms=LINGER_MS,
+                acks="all" if acks == "all" else ACKS, enable_idempotence=acks == "all",
+                batch_size=BATCH_BYTES, linger_ms=LINGER_MS,
                 compression_type=None if compression == "none" else compression,
                 delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 bootstrap_timeout_ms=int(CONNECT_TIMEOUT * 1000),
@@ -189,7 +193,7 @@ class ConfluentKafkaSink(_Sink):
     callback per line.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, compression: str):
+    def __init__(self, bootstrap_servers: str, topic: str, compression: str, acks: str = "1"):
         from confluent_kafka import KafkaException, Producer
 
         super().__init__(bootstrap_servers, topic)
@@ -198,7 +202,8 @@ class ConfluentKafkaSink(_Sink):
         self.counting = True  # False once close() has counted: later reports change nothing
         self.producer = Producer({
             "bootstrap.servers": bootstrap_servers, "client.id": "chaussettes-log-generator",
-            "acks": ACKS, "enable.idempotence": False, "batch.size": BATCH_BYTES,
+            "acks": "all" if acks == "all" else ACKS, "enable.idempotence": acks == "all",
+            "batch.size": BATCH_BYTES,
             "linger.ms": LINGER_MS, "compression.type": compression,
             "partitioner": "murmur2_random", "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
             "delivery.report.only.error": True, "on_delivery": self._delivery_failed,
@@ -298,7 +303,7 @@ def open_kafka(args) -> KafkaSink | ConfluentKafkaSink | None:
     that the client imports); None (error said) if Kafka cannot be used."""
     sink_class = ConfluentKafkaSink if args.kafka_client == "confluent-kafka" else KafkaSink
     try:
-        return sink_class(args.bootstrap_servers, args.topic, args.compression)
+        return sink_class(args.bootstrap_servers, args.topic, args.compression, args.acks)
     except KafkaSinkError as error:
         log(f"error: {error}")
         return None
