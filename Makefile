@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DURATION ?= 90
 
-.PHONY: setup jars prereqs lint test test-fast demo ship bench clean secret compose-test
+.PHONY: setup jars prereqs lint test test-fast demo ship bench clean secret compose-test compose-cluster-test compose-ha-test
 
 setup: $(VENV)/.installed jars
 
@@ -77,6 +77,16 @@ evaluate-real: $(VENV)/.installed
 # Needs Docker with Compose v2 only (no venv, no Java).
 compose-test:
 	bash finale/compose_test.sh
+
+# The profile `cluster` end to end (finale/compose_cluster_test.sh): the analyzer on
+# spark://spark-master:7077, authenticated and RPC-encrypted, alerts on every incident.
+compose-cluster-test:
+	bash finale/compose_cluster_test.sh
+
+# Three brokers (docker-compose.ha.yml) under load: a broker, then the active controller, killed for
+# 60 s each (finale/compose_ha_test.sh): no line lost or doubled, the analyzer never stops.
+compose-ha-test:
+	bash finale/compose_ha_test.sh
 
 # One-time step of `--secure` and docker compose: the shared Spark secret, 64 random hex digits, in
 # the git-ignored .secrets/ (mode 0700: only you can read what is inside; the file itself is 0644
