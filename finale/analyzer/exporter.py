@@ -64,6 +64,10 @@ class AnalyzerMetrics:
                                     "duration of the latest micro-batch", ["query"])
         self.last_batch = gauge("last_batch_timestamp_seconds",
                                 "when the latest micro-batch completed (Unix time)", ["query"])
+        self.last_trigger = gauge(
+            "last_trigger_timestamp_seconds",
+            "when the query's trigger loop last reported: a completed micro-batch, or an idle "
+            "trigger (Spark posts one about every 10 s without input) (Unix time)", ["query"])
         self.backlog = gauge("backlog_records",
                              "records in the topic beyond the latest micro-batch, all partitions "
                              "(latest offsets when it was planned - its end offsets)", ["query"])
@@ -123,6 +127,7 @@ class AnalyzerMetrics:
         self.batches.labels(query).inc()
         self.batch_duration.labels(query).set(progress.batchDuration / 1000.0)
         self.last_batch.labels(query).set_to_current_time()
+        self.last_trigger.labels(query).set_to_current_time()
         behind = backlog(progress.sources)
         if behind is not None:
             self.backlog.labels(query).set(behind)
@@ -175,8 +180,10 @@ class AnalyzerMetrics:
         metrics = self
 
         class MetricsListener(StreamingQueryListener):
+            names: dict[str, str] = {}
+
             def onQueryStarted(self, event):
-                pass
+                self.names[str(event.id)] = event.name
 
             def onQueryProgress(self, event):
                 progress = event.progress
@@ -186,7 +193,9 @@ class AnalyzerMetrics:
                 metrics.record(progress, by_rule)
 
             def onQueryIdle(self, event):
-                pass
+                name = self.names.get(str(event.id))
+                if name:
+                    metrics.last_trigger.labels(name).set_to_current_time()
 
             def onQueryTerminated(self, event):
                 pass
