@@ -10,15 +10,27 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import free_port, wait_for
 from test_analyzer_checkpoint import THRESHOLDS, lines
 from test_analyzer_pipeline import new_topics, send
-from test_tools_alert_notifier import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """{'name{labels}': value} of a /metrics page (samples only)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 class LiveAnalyzer:

@@ -41,3 +41,21 @@ def test_every_alert_is_unit_tested_and_passes():
 def test_the_scrape_config_is_valid():
     done = promtool("check", "config", "prometheus.yml")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None,
+                    reason="amtool missing: apt-get install -y prometheus-alertmanager")
+def test_the_alertmanager_example_is_valid_also_with_slack_and_email_uncommented(tmp_path):
+    example = (ROOT / "conf" / "alertmanager.yml").read_text()
+    uncommented = tmp_path / "alertmanager.yml"
+    # The commented receivers are indented under `receivers:`: uncomment them in place.
+    uncommented.write_text("\n".join(
+        line.replace("    # ", "    ", 1) if line.startswith(("    # ", "    #   ")) else line
+        for line in example.splitlines()))
+    assert "\n    slack_configs:" in uncommented.read_text()
+    assert "\n    email_configs:" in uncommented.read_text()
+    for path in (ROOT / "conf" / "alertmanager.yml", uncommented):
+        done = subprocess.run(["amtool", "check-config", str(path)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 receivers" in done.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, free_port, wait_for
 from kafka import KafkaAdminClient, KafkaProducer
+from test_analyzer_exporter import LiveAnalyzer, scrape
 from test_analyzer_pipeline import new_topics
 
 from finale.common import alert
@@ -157,19 +159,6 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def scrape(port: int) -> dict[str, float]:
-    """{'name{labels}': value} of a /metrics page (samples only)."""
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def record(ip: str, window_start: datetime, window: int = 30, **fields) -> dict:
@@ -308,3 +297,68 @@ def test_an_alertmanager_outage_delays_the_notification_and_loses_nothing(
         assert len(webhook.alerts("firing")) == 1
     finally:
         stop(notifier)
+
+
+# Five ip incidents of 8 s, 10 s apart (never two at once: the global error rate stays below its
+# threshold, so no global alert inhibits them), at 100 lines/s.
+E2E_INCIDENTS = [f"ip@{15 + 10 * k}+8" for k in range(5)]
+
+
+@needs_alertmanager
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.timeout(600)  # Spark's start and 70 s of traffic on a busy machine
+def test_generator_to_webhook_end_to_end_measures_page_and_resolve_times(
+        kafka, tmp_path, alertmanager, webhook):
+    """generator -> http-logs -> analyzer -> alerts -> notifier -> Alertmanager -> webhook: each
+    incident pages once, naming its IP, rule, severity and cause, then resolves. Prints the time
+    from each incident's first line to its page (p50) and from its end to its resolution."""
+    topics = new_topics(kafka, "logs", "alerts", "dlq")
+    analyzer = LiveAnalyzer(kafka, topics, tmp_path).start()
+    notifier, _ = start_notifier(kafka, topics[1], alertmanager.url, tmp_path,
+                                 "--resolve-timeout", "10 seconds")
+    truth = tmp_path / "truth.jsonl"
+    generator = subprocess.Popen(
+        [sys.executable, str(ROOT / "finale" / "log_generator.py"), "--bootstrap-servers", kafka,
+         "--topic", topics[0], "--rate", "100", "--duration", "70", "--seed", "19",
+         "--truth", str(truth), *(f"--incident={spec}" for spec in E2E_INCIDENTS)],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "generator.log", "wb"))  # noqa: SIM115
+    try:
+        incidents = wait_for(lambda: truth.exists() and len(truth.read_text().splitlines()) == 5
+                             and [json.loads(line) for line in truth.read_text().splitlines()],
+                             30, "the truth file")
+        ips = [incident["entity"] for incident in incidents]
+        assert len(set(ips)) == 5
+
+        def pages(status):
+            return {a["labels"]["entity"]: (at, a) for at, a in reversed(webhook.alerts(status))
+                    if a["labels"]["entity"] in ips and a["labels"]["scope"] == "ip"}
+
+        wait_for(lambda: len(pages("resolved")) == 5, 240, "every incident paged and resolved",
+                 interval=0.5)
+        assert generator.wait(timeout=60) == 0
+        firing, resolved = pages("firing"), pages("resolved")
+        to_page, to_resolve = [], []
+        for incident in incidents:
+            at, page = firing[incident["entity"]]
+            assert page["labels"]["alertname"] == "error_rate"
+            assert page["labels"]["severity"] in ("warning", "critical")
+            assert page["annotations"]["cause"].endswith("of the window's errors")
+            start = datetime.fromisoformat(incident["start"].replace("Z", "+00:00")).timestamp()
+            end = datetime.fromisoformat(incident["end"].replace("Z", "+00:00")).timestamp()
+            to_page.append(at - start)
+            to_resolve.append(resolved[incident["entity"]][0] - end)
+        # One firing notification per incident: Alertmanager got each update as the same alert.
+        for ip in ips:
+            assert [a["status"] for _, a in webhook.alerts() if a["labels"]["entity"] == ip] == [
+                "firing", "resolved"]
+        print(f"\nfirst line -> page: p50 {statistics.median(to_page):.1f} s "
+              f"(each: {', '.join(f'{t:.1f}' for t in to_page)}); incident end -> resolved: "
+              f"p50 {statistics.median(to_resolve):.1f} s "
+              f"(each: {', '.join(f'{t:.1f}' for t in to_resolve)}), resolve timeout 10 s")
+        assert statistics.median(to_page) < 30
+    finally:
+        if generator.poll() is None:
+            generator.kill()
+        stop(notifier)
+        analyzer.stop()
