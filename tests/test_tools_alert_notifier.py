@@ -48,7 +48,7 @@ class Webhook:
     """An http.server receiving Alertmanager's webhook notifications, each kept with its arrival
     time (time.time())."""
 
-    def __init__(self):
+    def __init__(self, keep: Path | None = None):
         self.notifications: list[tuple[float, dict]] = []
         received = self.notifications
 
@@ -56,6 +56,9 @@ class Webhook:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((time.time(), json.loads(body)))
+                if keep is not None:  # for a person reading the test's folder afterwards
+                    with open(keep, "ab") as out:
+                        out.write(body.rstrip() + b"\n")
                 self.send_response(200)
                 self.end_headers()
 
@@ -116,8 +119,8 @@ class Alertmanager:
 
 
 @pytest.fixture
-def webhook():
-    hook = Webhook()
+def webhook(tmp_path):
+    hook = Webhook(tmp_path / "webhook.jsonl")
     yield hook
     hook.close()
 
@@ -204,7 +207,7 @@ def test_records_become_alertmanager_alerts_one_per_label_set():
         {"labels": {"alertname": "error_rate", "severity": "critical", "scope": "ip",
                     "entity": "10.0.0.9", "service": "chaussettes"},
          "annotations": {
-             "summary": alert.summary(later),
+             "summary": " ".join(alert.summary(later).split()),
              "cause": "75% of the window's errors",
              "window": "2026-11-28T09:00:10.000Z - 2026-11-28T09:00:40.000Z",
              "counts": "25 errors / 27 requests", "metric": "error_rate", "value": "90.0%",
@@ -295,6 +298,10 @@ def test_an_alertmanager_outage_delays_the_notification_and_loses_nothing(
         wait_for(lambda: committed(kafka, f"notifier-{topic}") == 1, 20, "the offset committed")
         assert scrape(port)["chaussettes_notifier_records_total"] == 1
         assert len(webhook.alerts("firing")) == 1
+        log = (tmp_path / "notifier.log").read_text()
+        # One warning for the whole outage (the error never changed), then the recovery.
+        assert log.count("did not accept 1 alert(s) (ConnectionRefusedError") == 1, log
+        assert "Alertmanager accepted the alert(s) after " in log
     finally:
         stop(notifier)
 

@@ -81,7 +81,7 @@ def labels(record: dict) -> dict[str, str]:
 def annotations(record: dict) -> dict[str, str]:
     unit = record.get("unit")
     return {
-        "summary": alert.summary(record),
+        "summary": " ".join(alert.summary(record).split()),  # without the table's padding
         "cause": alert.cause(record) or "-",
         "window": f"{record.get('window_start')} - {record.get('window_end')}",
         "counts": f"{record.get('errors')} errors / {record.get('requests')} requests",
@@ -238,18 +238,24 @@ class Notifier:
 
     def deliver(self, alerts: list[dict]) -> bool:
         """Post until Alertmanager accepts (True) or we are asked to stop (False)."""
-        backoff = 0.5
+        backoff, failures, said = 0.5, 0, None
         while not self.stop.is_set():
             try:
                 post(self.args.alertmanager_url, alerts)
             except PostError as error:
                 self.metrics.failed.inc()
-                self.log(f"warning: Alertmanager at {self.args.alertmanager_url} did not accept "
-                         f"{len(alerts)} alert(s) ({error}); retry in {backoff:.1f} s, "
-                         "offsets not committed")
+                failures += 1
+                # One line when it starts failing or the error changes, then one a minute.
+                if said is None or str(error) != said[0] or time.monotonic() - said[1] >= 60:
+                    self.log(f"warning: Alertmanager at {self.args.alertmanager_url} did not "
+                             f"accept {len(alerts)} alert(s) ({error}); retrying (backoff up to "
+                             f"{self.args.max_backoff:g} s), offsets not committed")
+                    said = (str(error), time.monotonic())
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, self.args.max_backoff)
                 continue
+            if failures:
+                self.log(f"Alertmanager accepted the alert(s) after {failures} failed attempt(s)")
             self.metrics.posted.inc(len(alerts))
             self.metrics.last_post.set_to_current_time()
             return True
