@@ -1,6 +1,8 @@
 """conf/prometheus/rules.yml on a REAL Prometheus (Debian's /usr/bin/prometheus, 127.0.0.1, its own
 config in tmp_path, 1 s scrape and evaluation intervals) scraping the REAL analyzer (live, on a
 real broker, test-specific topics):
+- first, known lines and garbage give exact counts on /metrics (test_analyzer_exporter.py's
+  check, run here to start Spark once);
 - the metrics are there and they move while lines arrive;
 - when the input turns to garbage, DeadLetterRatioHigh fires within its `for` + one scrape
   interval of the ratio crossing 20 % (measured, printed);
@@ -28,7 +30,7 @@ import pytest
 import yaml
 from conftest import ROOT, free_port, wait_for
 from kafka import KafkaProducer
-from test_analyzer_exporter import LiveAnalyzer
+from test_analyzer_exporter import LiveAnalyzer, check_exact_metrics
 from test_analyzer_pipeline import new_topics
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -126,13 +128,15 @@ class Feeder(threading.Thread):
         self.producer.close()
 
 
-def test_prometheus_scrapes_the_analyzer_and_fires_dead_letter_ratio_then_analyzer_down(
+def test_exact_metrics_then_prometheus_fires_dead_letter_ratio_then_analyzer_down(
         kafka, tmp_path):
     topics = new_topics(kafka, "logs", "alerts", "dlq")
     analyzer = LiveAnalyzer(kafka, topics, tmp_path).start()
     feeder = Feeder(kafka, topics[0])
     prometheus = None
     try:
+        # First the exact counts (test_analyzer_exporter.py), on this fresh analyzer.
+        check_exact_metrics(kafka, topics[0], analyzer, tmp_path)
         prometheus = Prometheus(tmp_path, analyzer.port)
         feeder.start()
         # The metrics are there, and they move.
