@@ -284,8 +284,10 @@ def test_an_alertmanager_outage_delays_the_notification_and_loses_nothing(
         produce(kafka, topic, [record("10.0.0.5", datetime.now(timezone.utc))])
         wait_for(lambda: scrape(port)["chaussettes_notifier_post_failures_total"] >= 2, 20,
                  "failed posts while Alertmanager is down")
-        # Nothing committed while Alertmanager cannot take the alert.
+        # Nothing committed while Alertmanager cannot take the alert: it is still to be posted.
         assert committed(kafka, f"notifier-{topic}") == 0
+        wait_for(lambda: scrape(port)["chaussettes_notifier_lag_records"] == 1, 10,
+                 "a lag of 1 record during the outage")
         while time.time() < down_at + 20:  # the outage lasts 20 s
             assert notifier.poll() is None
             time.sleep(0.5)

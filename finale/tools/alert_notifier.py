@@ -159,7 +159,7 @@ class Metrics:
                               "posts Alertmanager did not accept (each retried)",
                               registry=self.registry)
         self.lag = Gauge(prefix + "lag_records",
-                         "records of the alerts topic not yet posted (end offset - position)",
+                         "records of the alerts topic not yet accepted by Alertmanager",
                          registry=self.registry)
         self.last_post = Gauge(prefix + "last_post_timestamp_seconds",
                                "when Alertmanager last accepted a post (Unix time)",
@@ -224,6 +224,7 @@ class Notifier:
                  stop: threading.Event, log: Callable[[str], None] = log):
         self.args, self.consumer, self.metrics, self.stop, self.log = (
             args, consumer, metrics, stop, log)
+        self.pending: dict = {}  # partition -> first offset of the batch not yet committed
 
     def update_lag(self) -> None:
         try:
@@ -231,8 +232,11 @@ class Notifier:
             if not assigned:
                 return
             ends = self.consumer.end_offsets(list(assigned))
-            self.metrics.lag.set(sum(max(0, ends[tp] - self.consumer.position(tp))
-                                     for tp in assigned))
+            # A batch polled but not yet accepted by Alertmanager is still to be posted: from
+            # its first offset, not from the consumer's position.
+            self.metrics.lag.set(sum(
+                max(0, ends[tp] - self.pending.get(tp, self.consumer.position(tp)))
+                for tp in assigned))
         except Exception:  # noqa: BLE001 - a lag we cannot read now is read at the next poll
             pass
 
@@ -251,6 +255,7 @@ class Notifier:
                              f"accept {len(alerts)} alert(s) ({error}); retrying (backoff up to "
                              f"{self.args.max_backoff:g} s), offsets not committed")
                     said = (str(error), time.monotonic())
+                self.update_lag()
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, self.args.max_backoff)
                 continue
@@ -262,6 +267,7 @@ class Notifier:
         return False
 
     def step(self) -> None:
+        from kafka import TopicPartition
         from kafka.errors import CommitFailedError
 
         batches = self.consumer.poll(timeout_ms=500, max_records=500)
@@ -278,12 +284,16 @@ class Notifier:
                 else:
                     decoded.append(value)
             payload = to_alertmanager(decoded, self.args.resolve_timeout_s)
+            for record in reversed(records):
+                self.pending[TopicPartition(record.topic, record.partition)] = record.offset
             if payload and not self.deliver(payload):
                 return  # stopping: nothing committed, the next start posts the batch again
             try:
                 self.consumer.commit()
+                self.pending.clear()
             except CommitFailedError as error:
                 # The group rebalanced meanwhile: the batch is read and posted again (harmless).
+                self.pending.clear()
                 self.log(f"warning: offsets not committed ({error}); the batch will be re-posted")
             if payload:
                 names = ", ".join(f"{a['labels']['alertname']} {a['labels']['scope']} "
