@@ -6,7 +6,11 @@
 #   3. `down` + `up` (volumes kept): the analyzer resumes on its checkpoint (first batch id > 0,
 #      also when its stop left nothing to re-run and it waits for the generator's new lines)
 #      and reads new lines without an offset reset or data-loss warning;
-#   4. `down -v`, also on failure. Every container's log: .state/compose-test/<phase>.log
+#   4. `down -v`, also on failure.
+# The profile `monitoring` runs in phases 1 and 2 too: during phase 1's check, Prometheus must
+# scrape the analyzer (up == 1) and Alertmanager must hold an alert of every incident (its scope
+# and entity), posted by the alert notifier.
+# Every container's log: .state/compose-test/<phase>.log
 # Env: KAFKA_HOST_PORT (default 29092, loopback only, so a stack or broker on 9092 is not hit),
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600).
 set -euo pipefail
@@ -14,9 +18,11 @@ cd "$(dirname "$0")/.."
 
 export COMPOSE_PROJECT_NAME=chaussettes-compose-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29092}
+export PROMETHEUS_HOST_PORT=${PROMETHEUS_HOST_PORT:-29090}
+export ALERTMANAGER_HOST_PORT=${ALERTMANAGER_HOST_PORT:-29093}
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 LOGS=.state/compose-test
-dc() { docker compose "$@"; }
+dc() { docker compose --profile monitoring "$@"; }
 say() { echo "compose-test: $(date -u +%H:%M:%S) $*"; }
 fail() { say "FAILED: $*"; exit 1; }
 
@@ -45,6 +51,23 @@ wait_batches() {  # until both queries have run a micro-batch (in this container
   done
 }
 
+monitoring_status() {  # from inside the stack: `analyzer-up` if Prometheus scrapes the analyzer,
+  # and `incident KIND ENTITY` for each incident of the truth file with an alert in Alertmanager
+  dc exec -T alert-notifier python -c 'import json, urllib.parse, urllib.request
+def get(url):
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)
+query = urllib.parse.urlencode({"query": "up{job=\"chaussettes-analyzer\"} == 1"})
+if get("http://prometheus:9090/api/v1/query?" + query)["data"]["result"]:
+    print("analyzer-up")
+held = {(a["labels"].get("scope"), a["labels"].get("entity")) for a in get("http://alertmanager:9093/api/v2/alerts")
+        if a["labels"].get("service") == "chaussettes"}
+for line in open(".state/truth.jsonl"):
+    incident = json.loads(line)
+    if (incident["kind"], incident["entity"]) in held:
+        print("incident", incident["kind"], incident["entity"])'
+}
+
 finish() {
   local code=$?
   mkdir -p "$LOGS"
@@ -62,7 +85,17 @@ say "phase 1: up --build from a clean state"
 dc up --build --detach --quiet-pull 2>&1 | tail -n 3
 wait_healthy analyzer
 say "analyzer healthy ($(analyzer_status)); waiting for the generator's incidents"
-dc --profile check run --rm --no-deps check || fail "alerts do not match the incidents"
+# Alertmanager keeps an alert until it resolves: polled while the incidents happen.
+: > "$LOGS/monitoring.txt"
+( while :; do monitoring_status >> "$LOGS/monitoring.txt" 2>/dev/null || true; sleep 5; done ) &
+poller=$!
+dc --profile check run --rm --no-deps check || { kill $poller; fail "alerts do not match the incidents"; }
+kill $poller
+grep -q '^analyzer-up$' "$LOGS/monitoring.txt" || fail "Prometheus never scraped the analyzer (up == 1)"
+held=$(grep '^incident ' "$LOGS/monitoring.txt" | sort -u | wc -l)
+incidents=$(dc exec -T analyzer cat .state/truth.jsonl | wc -l)
+[ "$held" -eq "$incidents" ] || fail "Alertmanager held alerts of $held incident(s) out of $incidents"
+say "monitoring: Prometheus scrapes the analyzer; Alertmanager held the alerts of the $held incidents"
 dc logs --no-color --timestamps > "$LOGS/phase1.log" 2>&1
 
 say "phase 2: down, then up on the same volumes"
@@ -84,4 +117,4 @@ dc logs --no-color --timestamps > "$LOGS/phase2.log" 2>&1
 if grep -Ei 'offset was changed|data may have been lost|OffsetOutOfRange' "$LOGS/phase2.log"; then
   fail "the analyzer reset offsets or lost data after down + up"
 fi
-say "PASSED: incidents alerted, no false alert, resumed without offset reset or data loss"
+say "PASSED: incidents alerted and in Alertmanager, no false alert, analyzer scraped, resumed without offset reset or data loss"

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
              "window starts a new one, docs/analyzer.md)")
     add("--status-file", type=Path, default=DEFAULT_STATUS,
         help="progress of every query as JSON, replaced after each micro-batch (docs/analyzer.md)")
+    add("--metrics-port", type=int, default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (docs/monitoring.md; "
+             "default: none)")
+    add("--metrics-host", default="127.0.0.1",
+        help="interface of --metrics-port (0.0.0.0 in a container)")
     add("--master", default=os.environ.get("SPARK_MASTER", "local[2]"),
         help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
     add("--spark-ui", action="store_true",
@@ -167,6 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for spec in args.alert_sink or []:
         if spec.partition("=")[0] not in ALERT_SINKS:
             parser.error(f"--alert-sink {spec!r}: unknown sink (known: {', '.join(ALERT_SINKS)})")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        parser.error(f"--metrics-port must be in 1..65535, got {args.metrics_port}")
     args.thresholds_required = args.thresholds is not None
     if args.thresholds is None:
         args.thresholds = DEFAULT_THRESHOLDS
@@ -246,6 +253,18 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    metrics = None
+    if args.metrics_port is not None:
+        from finale.analyzer.exporter import AnalyzerMetrics
+
+        metrics = AnalyzerMetrics()
+        try:
+            # Served before Spark starts: a scrape then says the analyzer is up, not down.
+            metrics.serve(args.metrics_port, args.metrics_host)
+        except OSError as error:
+            print(f"error: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            return 1
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
@@ -283,6 +302,10 @@ def run(args: argparse.Namespace) -> int:
     listener = make_status_listener(handler.stats, StatusFile(args.status_file), log,
                                     handler.thresholds)
     spark.streams.addListener(listener)
+    if metrics is not None:
+        metrics.thresholds = handler.thresholds
+        metrics.watch_thresholds()
+        spark.streams.addListener(metrics.listener(handler.by_rule))
     queries = [writer.start() for writer in writers.values()]
     dead_letter_note = ("" if args.trigger == "available-now"
                         else f" (dead letters {args.dead_letter_trigger})")

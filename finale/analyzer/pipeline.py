@@ -37,6 +37,7 @@ KAFKA_METADATA = (("kafka_key", "key", "binary"), ("kafka_partition", "partition
 # Dead-letter reasons, most specific first (the `reason` header of http-logs-dlq).
 EMPTY_RECORD, EMPTY_LINE = "empty_record", "empty_line"
 UNPARSEABLE, BAD_TIMESTAMP, FUTURE_TIMESTAMP = "unparseable", "bad_timestamp", "future_timestamp"
+DEAD_LETTER_REASONS = (EMPTY_RECORD, EMPTY_LINE, UNPARSEABLE, BAD_TIMESTAMP, FUTURE_TIMESTAMP)
 MAX_FUTURE_S = duration_seconds(Settings.max_future)
 
 
@@ -143,6 +144,7 @@ class AlertBatch:
                                          required=settings.thresholds_required,
                                          window=settings.window, slide=settings.slide)
         self.stats: dict[int, int] = {}  # batch id -> alerts out
+        self.by_rule: dict[int, dict[tuple[str, str], int]] = {}  # id -> (rule, severity) -> n
 
     def __call__(self, counts_batch: DataFrame, batch_id: int) -> None:
         spark = counts_batch.sparkSession
@@ -164,14 +166,18 @@ class AlertBatch:
             )
             try:
                 self.alert_sink(fired, batch_id)
-                out = fired.count()
+                # One small job, as a count would be: the total and the /metrics' split.
+                by_rule = {(row["rule"], row["severity"]): row["count"]
+                           for row in fired.groupBy("rule", "severity").count().collect()}
             finally:
                 fired.unpersist()
         finally:
             counts_batch.unpersist()
-        self.stats[batch_id] = out
+        self.stats[batch_id] = sum(by_rule.values())
+        self.by_rule[batch_id] = by_rule
         if len(self.stats) > 1000:
             self.stats.pop(min(self.stats))
+            self.by_rule.pop(min(self.by_rule))
 
 
 def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink: BatchSink,
@@ -197,7 +203,10 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
         dead_letters(parsed, clock, max_future_s)
         # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
         .observe("dead_letters", F.count(F.lit(1)).alias("count"),
-                 F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"))
+                 F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"),
+                 # Per reason, for the analyzer's /metrics (finale/analyzer/exporter.py).
+                 *(F.count(F.when(F.col("reason") == reason, 1)).alias(reason)
+                   for reason in DEAD_LETTER_REASONS))
         .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)
@@ -208,6 +217,9 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     counts = entity_window_counts(
         # Filtered before the watermark: a far-future line must never advance it.
         valid_lines(alerts_input, clock, max_future_s)
+        # The lines counted and their errors, on the way, for the analyzer's /metrics (exporter.py).
+        .observe("lines", F.count(F.lit(1)).alias("requests"),
+                 F.count(F.when(F.col("status") >= 400, 1)).alias("errors"))
         .withWatermark("event_time", settings.watermark),
         settings.window, settings.slide)
     if alerts_checkpoint is None:

@@ -227,6 +227,9 @@ class ThresholdsFile:
         self.frame: DataFrame | None = None
         self.version: str | None = None
         self.error: str | None = None
+        # For the /metrics: the mtime of the file in use (None: the defaults), failed reloads.
+        self.loaded_mtime: float | None = None
+        self.reload_errors = 0
 
     def _mtime(self) -> float | None:
         try:
@@ -247,10 +250,12 @@ class ThresholdsFile:
                     self.log(f"warning: thresholds not reloaded, keeping version {self.version}: "
                              f"{error}")
                 self.error, self.mtime = str(error), mtime
+                self.reload_errors += 1
                 return self.frame, self.version
             frame = rule_thresholds_frame(spark, data)
             if self.frame is not None:
                 self.log(f"thresholds reloaded from {self.path}: version {data.get('version')}")
             self.frame, self.version, self.mtime = frame, data.get("version"), mtime
+            self.loaded_mtime = mtime
             self.error = None
         return self.frame, self.version
