@@ -191,12 +191,12 @@ def test_rich_table_at_200_columns_shows_every_column_and_cuts_the_long_cells():
     assert lines == [
         "EMITTED   SEVERITY  RULE        SCOPE   ENTITY" + " " * 47 + "WINDOW (UTC)       REQUESTS"
         "  ERRORS  VALUE  THRESHOLD  CAUSE",
-        "09:00:45  critical  error_rate  url     /catalog/socks/" + "x" * 35 + "…  09:00:00-09:00:30"
-        "        50      40  80.0%       5.0%  80% of the window's errors",
+        "09:00:45  critical  error_rate  url     /catalog/socks/" + "x" * 35 + "…  "
+        "09:00:00-09:00:30        50      40  80.0%       5.0%  80% of the window's errors",
         "09:00:40  warning   error_rate  global  *" + " " * 52 + "09:00:10-09:00:40      1000"
         "     120  12.0%       5.0%  ip 198.51.100.7 54/60, url /catalog/socks/xxxxxxxxx…",
-        "09:00:31  critical  error_rate  ip      10.0.0.1" + " " * 45 + "09:00:00-09:00:30        40"
-        "      30  75.0%       5.0%",
+        "09:00:31  critical  error_rate  ip      10.0.0.1" + " " * 45 + "09:00:00-09:00:30"
+        "        40      30  75.0%       5.0%",
         "09:00:22  warning   error_rate  url     /cart" + " " * 48 + "09:00:00-09:00:30        50"
         "       9  18.0%       5.0%",
     ]

@@ -79,23 +79,28 @@ def test_topics_have_the_expected_configuration(kafka):
     admin = KafkaAdminClient(bootstrap_servers=kafka)
     try:
         described = {topic["name"]: len(topic["partitions"]) for topic in
-                     admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
+                     admin.describe_topics(["http-logs", "alerts", "http-logs-dlq",
+                                            "http-metrics"])}
         configs = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name,
-                            ["cleanup.policy", "message.timestamp.type"])
-             for name in ("http-logs", "alerts", "http-logs-dlq")],
+                            ["cleanup.policy", "message.timestamp.type", "retention.ms"])
+             for name in ("http-logs", "alerts", "http-logs-dlq", "http-metrics")],
             config_filter="all")["topic"]
     finally:
         admin.close()
-    assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
+    assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1, "http-metrics": 1}
     assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
-        "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete"}
+        "http-logs": "delete", "alerts": "compact", "http-logs-dlq": "delete",
+        "http-metrics": "delete"}
+    # The window metrics are kept 6 hours, whatever the broker's default.
+    assert configs["http-metrics"]["retention.ms"]["value"] == "21600000"
     # The analyzer's --max-future check trusts the record timestamp: the broker's clock on
     # http-logs.
     timestamp_types = {name: config["message.timestamp.type"]["value"]
                        for name, config in configs.items()}
     assert timestamp_types == {
-        "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime"}
+        "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime",
+        "http-metrics": "CreateTime"}
 
 
 @pytest.mark.skipif(EXTERNAL, reason="KAFKA_BOOTSTRAP_SERVERS points at another cluster")
