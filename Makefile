@@ -40,8 +40,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # The final stage end to end (finale/tools/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
+# The dashboard is served on 127.0.0.1:$(DASHBOARD_PORT) while it runs (0: none).
+DASHBOARD_PORT ?= 8080
 demo: setup
-	@$(PY) -m finale.tools.demo --duration $(DURATION)
+	@$(PY) -m finale.tools.demo --duration $(DURATION) --dashboard-port $(DASHBOARD_PORT)
 
 # Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a
 # private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from finale.analyzer.metrics import GLOBAL_SCOPE
@@ -25,34 +25,35 @@ def window_metrics(counts: DataFrame, top_n: int) -> DataFrame:
     """Window counts (counts_columns()) -> one row per window of the global scope, with
     record.WINDOW_COLUMNS: the global counts, and for each of ip and url up to top_n entries
     {entity, requests, errors} with errors > 0, most errors first (then most requests, then the
-    entity's name, so equal counts always come in the same order); an empty list when none."""
+    entity's name, so equal counts always come in the same order); an empty list when none.
+
+    One aggregation per window (a single shuffle of the micro-batch's rows): the global row's
+    counts, and the offenders collected and sorted on (-errors, -requests, entity)."""
     window = ["window_start", "window_end"]
-    ranked = (
-        counts
-        .where(F.col("entity_type").isin(*(scope for scope, _ in TOP_SCOPES))
-               & (F.col("errors") > 0))
-        .withColumn("rank", F.row_number().over(
-            Window.partitionBy(*window, "entity_type")
-            .orderBy(F.col("errors").desc(), F.col("requests").desc(), F.col("entity"))))
-        .where(F.col("rank") <= top_n)
-    )
+    is_global = F.col("entity_type") == GLOBAL_SCOPE
 
-    def entries(scope: str):
-        # collect_list keeps no order: sorted by rank (first field), which is then dropped.
-        picked = F.collect_list(F.when(F.col("entity_type") == scope, F.struct(
-            "rank", "entity", "requests", "errors")))
-        return F.transform(F.array_sort(picked), lambda entry: F.struct(
+    def offenders(scope: str):
+        ranked = F.struct((-F.col("errors")).alias("by_errors"),
+                          (-F.col("requests")).alias("by_requests"),
+                          F.col("entity"), F.col("requests"), F.col("errors"))
+        return F.collect_list(
+            F.when((F.col("entity_type") == scope) & (F.col("errors") > 0), ranked))
+
+    def top(name: str):
+        return F.transform(F.slice(F.array_sort(name), 1, top_n), lambda entry: F.struct(
             entry["entity"].alias("entity"), entry["requests"].alias("requests"),
-            entry["errors"].alias("errors")))
+            entry["errors"].alias("errors"))).cast(record.ENTRY_TYPE)
 
-    tops = ranked.groupBy(*window).agg(*(entries(scope).alias(name) for scope, name in TOP_SCOPES))
-    empty = F.array().cast(record.ENTRY_TYPE)
     return (
-        counts.where(F.col("entity_type") == GLOBAL_SCOPE)
-        .select(*window, "requests", "errors", "error_rate")
-        .join(tops, window, "left")
+        counts.groupBy(*window)
+        .agg(*(F.max(F.when(is_global, F.col(name))).alias(name)
+               for name in ("requests", "errors", "error_rate")),
+             *(offenders(scope).alias(name) for scope, name in TOP_SCOPES))
+        # A window whose global row the batch did not update (never, in the analyzer: every
+        # line counts for the global scope) has no total to show.
+        .where(F.col("requests").isNotNull())
         .select(*window, "requests", "errors", "error_rate",
-                *(F.coalesce(F.col(name), empty).alias(name) for _, name in TOP_SCOPES))
+                *(top(name).alias(name) for _, name in TOP_SCOPES))
     )
 
 
