@@ -40,8 +40,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # The final stage end to end (finale/tools/demo.py): DURATION seconds of traffic, 0 = until Ctrl-C.
+# The dashboard is served on 127.0.0.1:$(DASHBOARD_PORT) while it runs (0: none).
+DASHBOARD_PORT ?= 8080
 demo: setup
-	@$(PY) -m finale.tools.demo --duration $(DURATION)
+	@$(PY) -m finale.tools.demo --duration $(DURATION) --dashboard-port $(DASHBOARD_PORT)
 
 # Follow a web server's access log into Kafka's http-logs (finale/tools/ship.py: rsyslog with
 # conf/rsyslog/http-logs.conf, the user's own foreground process; Ctrl-C stops it). The broker: the

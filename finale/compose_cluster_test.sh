@@ -8,14 +8,16 @@
 #      and its Spark conf has spark.authenticate and spark.network.crypto.enabled (its banner);
 #   3. compose_check.py: every incident of the generator's truth file alerted, nothing else did;
 #   4. `down -v`, also on failure. Every container's log: .state/compose-cluster-test/last.log
-# Env: KAFKA_HOST_PORT (default 29094), SPARK_UI_PORT (default 28080), both on loopback only;
+# Env: KAFKA_HOST_PORT (default 29094), SPARK_UI_PORT (default 28081), DASHBOARD_HOST_PORT
+# (default 28082), all on loopback only;
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export COMPOSE_PROJECT_NAME=chaussettes-cluster-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29094}
-export SPARK_UI_PORT=${SPARK_UI_PORT:-28080}
+export SPARK_UI_PORT=${SPARK_UI_PORT:-28081}
+export DASHBOARD_HOST_PORT=${DASHBOARD_HOST_PORT:-28082}
 export SPARK_MASTER=spark://spark-master:7077
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 LOGS=.state/compose-cluster-test

@@ -2,7 +2,8 @@
 # `make compose-test`: docker-compose.yml end to end. Needs Docker with Compose v2, nothing else.
 #   1. from a clean state (own project name, volumes removed first), `up --build`;
 #   2. compose_check.py in the stack: every incident of the generator's truth file alerted, no
-#      alert outside them (the analyzer alerts while its windows are open);
+#      alert outside them (the analyzer alerts while its windows are open); the dashboard has
+#      the traffic's windows and the alerts;
 #   3. `down` + `up` (volumes kept): the analyzer resumes on its checkpoint (first batch id > 0,
 #      also when its stop left nothing to re-run and it waits for the generator's new lines)
 #      and reads new lines without an offset reset or data-loss warning;
@@ -12,6 +13,7 @@
 # and entity), posted by the alert notifier.
 # Every container's log: .state/compose-test/<phase>.log
 # Env: KAFKA_HOST_PORT (default 29092, loopback only, so a stack or broker on 9092 is not hit),
+# DASHBOARD_HOST_PORT (default 28080, same reason),
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ export COMPOSE_PROJECT_NAME=chaussettes-compose-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29092}
 export PROMETHEUS_HOST_PORT=${PROMETHEUS_HOST_PORT:-29090}
 export ALERTMANAGER_HOST_PORT=${ALERTMANAGER_HOST_PORT:-29093}
+export DASHBOARD_HOST_PORT=${DASHBOARD_HOST_PORT:-28080}
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 LOGS=.state/compose-test
 dc() { docker compose --profile monitoring "$@"; }
@@ -96,6 +99,12 @@ held=$(grep '^incident ' "$LOGS/monitoring.txt" | sort -u | wc -l)
 incidents=$(dc exec -T analyzer cat .state/truth.jsonl | wc -l)
 [ "$held" -eq "$incidents" ] || fail "Alertmanager held alerts of $held incident(s) out of $incidents"
 say "monitoring: Prometheus scrapes the analyzer; Alertmanager held the alerts of the $held incidents"
+wait_healthy dashboard
+dashboard=$(dc exec -T dashboard python -c 'import json, sys, urllib.request
+state = json.load(urllib.request.urlopen("http://127.0.0.1:8080/api/state", timeout=10))
+print("%d windows, %d alerts" % (len(state["chart"]["x"]), len(state["alerts"])))
+sys.exit(0 if state["chart"]["x"] and state["alerts"] else 1)') || fail "the dashboard shows no traffic or no alert: $dashboard"
+say "dashboard: $dashboard"
 dc logs --no-color --timestamps > "$LOGS/phase1.log" 2>&1
 
 say "phase 2: down, then up on the same volumes"

@@ -1,5 +1,6 @@
-"""finale/tools/alert_viewer.py: deduplication by alert_id against a real broker, and the table
-rendering of the alert record (finale/common/alert.py)."""
+"""finale/tools/alert_viewer.py: deduplication by alert_id against a real broker, the plain table
+of the alert record (finale/common/alert.py), and the rich table of a terminal, cut to its width."""
+import io
 import json
 import subprocess
 import sys
@@ -95,8 +96,6 @@ def test_render_table():
         "  75.0%       5.0%"
     )
     assert viewer.render_table([C1, A2]) == expected
-    coloured = viewer.render_table([C1, A2], colour=True)
-    assert "\033[1;31mcritical\033[0m" in coloured and "\033[33mwarning \033[0m" in coloured
     assert viewer.render_table([C1, A2], max_rows=1) == (
         viewer.render_table([C1]) + "\n... 1 older alert(s) not shown")
 
@@ -149,3 +148,77 @@ def test_unreachable_broker_is_one_line_and_status_1():
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("error: no Kafka broker answers at localhost:")
+
+
+# A URL as long as a scanner's, and a global alert naming it as its cause.
+LONG_URL = "/catalog/socks/" + "x" * 150 + "?color=red"
+LONG = dict(alert("l", "url", LONG_URL, 50, 40, "2026-11-28T09:00:45.000Z", severity="critical"),
+            error_share=0.8)
+NAMED = dict(C1, top_entities=[
+    {"entity_type": "ip", "entity": "198.51.100.7", "requests": 60, "errors": 54},
+    {"entity_type": "url", "entity": LONG_URL, "requests": 54, "errors": 54}])
+
+
+def terminal(width: int, renderable) -> tuple[str, str]:
+    """What a terminal `width` columns wide shows: (text, the same with its colour codes)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), force_terminal=True,
+                      color_system="standard")
+    console.print(renderable)
+    return console.export_text(clear=False), console.export_text(styles=True)
+
+
+def test_rich_table_at_60_columns_drops_columns_and_cuts_the_url():
+    text, styled = terminal(60, viewer.rich_table([LONG, NAMED, A2, B1], 60))
+    # One line per alert under the header: nothing wraps. Left out first: window, counts, scope,
+    # threshold and cause; the long URL ends in an ellipsis.
+    assert [line.rstrip() for line in text.splitlines()] == [
+        "EMITTED   SEVERITY  RULE        ENTITY                 VALUE",
+        "09:00:45  critical  error_rate  /catalog/socks/xxxxx…  80.0%",
+        "09:00:40  warning   error_rate  *                      12.0%",
+        "09:00:31  critical  error_rate  10.0.0.1               75.0%",
+        "09:00:22  warning   error_rate  /cart                  18.0%",
+    ]
+    assert max(len(line) for line in text.splitlines()) <= 60
+    # The severity in colour, set by rich (bold red, yellow), not by hand-written codes.
+    assert "\x1b[1;31mcritical\x1b[0m" in styled and "\x1b[33mwarning \x1b[0m" in styled
+
+
+def test_rich_table_at_200_columns_shows_every_column_and_cuts_the_long_cells():
+    text, _ = terminal(200, viewer.rich_table([LONG, NAMED, A2, B1], 200))
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert lines == [
+        "EMITTED   SEVERITY  RULE        SCOPE   ENTITY" + " " * 47 + "WINDOW (UTC)       REQUESTS"
+        "  ERRORS  VALUE  THRESHOLD  CAUSE",
+        "09:00:45  critical  error_rate  url     /catalog/socks/" + "x" * 35 + "…  "
+        "09:00:00-09:00:30        50      40  80.0%       5.0%  80% of the window's errors",
+        "09:00:40  warning   error_rate  global  *" + " " * 52 + "09:00:10-09:00:40      1000"
+        "     120  12.0%       5.0%  ip 198.51.100.7 54/60, url /catalog/socks/xxxxxxxxx…",
+        "09:00:31  critical  error_rate  ip      10.0.0.1" + " " * 45 + "09:00:00-09:00:30"
+        "        40      30  75.0%       5.0%",
+        "09:00:22  warning   error_rate  url     /cart" + " " * 48 + "09:00:00-09:00:30        50"
+        "       9  18.0%       5.0%",
+    ]
+    assert max(len(line) for line in text.splitlines()) == 200
+
+
+def test_rich_table_renders_log_data_as_text_not_markup():
+    # Console markup in an entity is shown as is, not interpreted (no style, nothing dropped).
+    hostile = dict(A1, entity="/[bold red]x[/bold red][link=http://evil]y")
+    text, styled = terminal(200, viewer.rich_table([hostile], 200))
+    assert "/[bold red]x[/bold red][link=http://evil]y" in text
+    assert "http://evil" not in styled.replace("[link=http://evil]", "")
+
+
+def test_live_view_keeps_the_header_when_alerts_outnumber_the_lines():
+    alerts = [alert(str(i), "ip", f"10.0.0.{i}", 20, 10, f"2026-11-28T09:00:{i:02d}.000Z")
+              for i in range(30)]
+    text, _ = terminal(60, viewer.live_view(alerts[::-1], 60, 12))
+    lines = text.splitlines()
+    # 12 lines: the title, a blank, the header, 8 alerts and the count of the others.
+    assert len(lines) == 12
+    assert lines[0].startswith("Chaussettes.io alerts (30, newest first) - ")
+    assert lines[2].startswith("EMITTED   SEVERITY  RULE")
+    assert lines[3].startswith("09:00:29") and lines[10].startswith("09:00:22")
+    assert lines[11].rstrip() == "... 22 older alert(s) not shown"

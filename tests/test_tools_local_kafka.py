@@ -79,26 +79,31 @@ def test_topics_have_the_expected_configuration(kafka):
     admin = KafkaAdminClient(bootstrap_servers=kafka)
     try:
         described = {topic["name"]: len(topic["partitions"]) for topic in
-                     admin.describe_topics(["http-logs", "alerts", "http-logs-dlq"])}
+                     admin.describe_topics(["http-logs", "alerts", "http-logs-dlq",
+                                            "http-metrics"])}
         configs = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name,
                             ["cleanup.policy", "message.timestamp.type", "retention.ms"])
-             for name in ("http-logs", "alerts", "http-logs-dlq")],
+             for name in ("http-logs", "alerts", "http-logs-dlq", "http-metrics")],
             config_filter="all")["topic"]
     finally:
         admin.close()
-    assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1}
+    assert described == {"http-logs": 3, "alerts": 1, "http-logs-dlq": 1, "http-metrics": 1}
     assert {name: config["cleanup.policy"]["value"] for name, config in configs.items()} == {
-        "http-logs": "delete", "alerts": "compact,delete", "http-logs-dlq": "delete"}
-    # 7 days, 7 days (compacted and deleted: each window's alert has its own id), 14 days.
+        "http-logs": "delete", "alerts": "compact,delete", "http-logs-dlq": "delete",
+        "http-metrics": "delete"}
+    # 7 days, 7 days (compacted and deleted: each window's alert has its own id), 14 days; the
+    # window metrics 6 hours.
     assert {name: config["retention.ms"]["value"] for name, config in configs.items()} == {
-        "http-logs": "604800000", "alerts": "604800000", "http-logs-dlq": "1209600000"}
+        "http-logs": "604800000", "alerts": "604800000", "http-logs-dlq": "1209600000",
+        "http-metrics": "21600000"}
     # The analyzer's --max-future check trusts the record timestamp: the broker's clock on
     # http-logs.
     timestamp_types = {name: config["message.timestamp.type"]["value"]
                        for name, config in configs.items()}
     assert timestamp_types == {
-        "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime"}
+        "http-logs": "LogAppendTime", "alerts": "CreateTime", "http-logs-dlq": "CreateTime",
+        "http-metrics": "CreateTime"}
 
 
 def test_a_topic_of_an_older_version_gets_the_declared_configs_only_when_asked(kafka):

@@ -32,12 +32,14 @@ from finale.analyzer.checkpoint import (
     alerts_checkpoint_plan,
     record_description,
 )
-from finale.analyzer.pipeline import build_queries, kafka_source
+from finale.analyzer.metrics_record import metrics_sink
+from finale.analyzer.pipeline import build_queries, emitted_at, kafka_source
 from finale.analyzer.settings import (
     DEFAULT_ALERTS_TOPIC,
     DEFAULT_CHECKPOINT,
     DEFAULT_DLQ_TOPIC,
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    DEFAULT_METRICS_TOPIC,
     DEFAULT_STATUS,
     DEFAULT_THRESHOLDS,
     DEFAULT_TOPIC,
@@ -50,7 +52,12 @@ from finale.analyzer.sinks import (
     dead_letter_records,
     kafka_sink,
 )
-from finale.analyzer.status import StatusFile, failure_line, make_status_listener
+from finale.analyzer.status import (
+    StatusFile,
+    failure_line,
+    make_status_listener,
+    pipeline_health,
+)
 from finale.analyzer.thresholds import ThresholdsError, read_thresholds
 from finale.common import spark_security
 from finale.common.cli import (
@@ -63,6 +70,7 @@ from finale.common.cli import (
     silence_stdout,
 )
 from finale.common.spark import is_local, spark_session
+from finale.common.window_metrics import DEFAULT_TOP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
              + " (default: kafka)")
     add("--dlq-topic", default=DEFAULT_DLQ_TOPIC,
         help="output topic of the lines that do not parse")
+    add("--metrics-topic", default=DEFAULT_METRICS_TOPIC,
+        help="output topic of each window's traffic (requests, errors, top offenders; "
+             "docs/records.md), the dashboard's input; '' to write none")
+    add("--metrics-top", type=int, default=DEFAULT_TOP,
+        help="IPs and URLs with the most errors named in each window-metrics record")
     add("--starting-offsets", default="latest", choices=("latest", "earliest"),
         help="where a query without checkpoint starts reading (a checkpoint always wins)")
     add("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
@@ -163,6 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.max_offsets_per_trigger < 0:
         parser.error(f"--max-offsets-per-trigger must be >= 0 (0: no limit), "
                      f"got {args.max_offsets_per_trigger}")
+    if args.metrics_top < 0:
+        parser.error(f"--metrics-top must be >= 0, got {args.metrics_top}")
     if not 0 < args.cause_share <= 1:
         parser.error(f"--cause-share must be in (0, 1], got {args.cause_share}")
     if not args.confidence_z >= 0:
@@ -249,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
     from finale.tools.kafka_jars import ensure_connector
 
     jars = ensure_connector()  # exits 1 with one line naming the fix
-    problem = check_kafka(args.bootstrap_servers, [args.topic, args.alerts_topic, args.dlq_topic])
+    problem = check_kafka(args.bootstrap_servers, [args.topic, args.alerts_topic, args.dlq_topic]
+                          + ([args.metrics_topic] if args.metrics_topic else []))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -291,6 +307,11 @@ def run(args: argparse.Namespace) -> int:
                                      args.starting_offsets, args.max_offsets_per_trigger,
                                      starting_timestamp_ms=int(plan.since * 1000))
     record_description(plan)
+    status = StatusFile(args.status_file)
+    metrics = None
+    if args.metrics_topic:
+        metrics = metrics_sink(args.bootstrap_servers, args.metrics_topic, args.metrics_top,
+                               lambda: pipeline_health(status), emitted_at)
     writers, handler = build_queries(
         source,
         alert_sink=alert_sinks(args.alert_sink or ["kafka"],
@@ -298,9 +319,9 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_sink=kafka_sink(args.bootstrap_servers, args.dlq_topic,
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
-        settings=settings, log=log, alerts_source=alerts_source, alerts_checkpoint=plan.path)
-    listener = make_status_listener(handler.stats, StatusFile(args.status_file), log,
-                                    handler.thresholds)
+        settings=settings, log=log, alerts_source=alerts_source, alerts_checkpoint=plan.path,
+        metrics_sink=metrics)
+    listener = make_status_listener(handler.stats, status, log, handler.thresholds)
     spark.streams.addListener(listener)
     if metrics is not None:
         metrics.thresholds = handler.thresholds
@@ -310,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
     dead_letter_note = ("" if args.trigger == "available-now"
                         else f" (dead letters {args.dead_letter_trigger})")
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
-        f"(+ {args.dlq_topic}) on {args.bootstrap_servers}, window {args.window} "
+        f"(+ {args.dlq_topic}{', ' + args.metrics_topic if args.metrics_topic else ''}) "
+        f"on {args.bootstrap_servers}, window {args.window} "
         f"every {args.slide}, watermark {args.watermark}, max future {args.max_future}, "
         f"trigger {args.trigger}{dead_letter_note}"
         f", thresholds {args.thresholds}{'' if args.thresholds.exists() else ' (absent: defaults)'}"

@@ -9,7 +9,8 @@ Two queries read the same input (one access-log line per Kafka record):
 - `alerts`: the good lines, with a watermark on their own time, counted per sliding window for
   every scope in one stateful aggregation (metrics.entity_window_counts, update mode); each
   micro-batch runs every rule with thresholds on the windows it updated (rules.fire_all) and
-  hands the alerts to the alert sink.
+  hands the alerts to the alert sink, then the same counts to the window-metrics sink
+  (metrics_record.py), if any.
 """
 from __future__ import annotations
 
@@ -138,8 +139,10 @@ class AlertBatch:
     """foreachBatch of the alerts query: updated window counts -> every rule's alerts -> sink."""
 
     def __init__(self, settings: Settings, alert_sink: BatchSink,
-                 counts_sink: BatchSink | None = None, log: Callable[[str], None] = print):
+                 counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
+                 metrics_sink: BatchSink | None = None):
         self.settings, self.alert_sink, self.counts_sink = settings, alert_sink, counts_sink
+        self.metrics_sink = metrics_sink
         self.thresholds = ThresholdsFile(settings.thresholds_path, log,
                                          required=settings.thresholds_required,
                                          window=settings.window, slide=settings.slide)
@@ -171,6 +174,9 @@ class AlertBatch:
                            for row in fired.groupBy("rule", "severity").count().collect()}
             finally:
                 fired.unpersist()
+            # After the alerts, which must not wait: the window metrics from the same counts.
+            if self.metrics_sink is not None:
+                self.metrics_sink(counts_batch, batch_id)
         finally:
             counts_batch.unpersist()
         self.stats[batch_id] = sum(by_rule.values())
@@ -184,7 +190,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
                   checkpoint: Path, trigger: dict, settings: Settings = Settings(),
                   counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
                   dead_letter_trigger: dict | None = None, alerts_source: DataFrame | None = None,
-                  alerts_checkpoint: Path | None = None,
+                  alerts_checkpoint: Path | None = None, metrics_sink: BatchSink | None = None,
                   ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
     """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert
     handler.
@@ -195,7 +201,9 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     DataStreamWriter.trigger (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}),
     `dead_letter_trigger` the dead-letter query's if it differs. The dead-letter query checkpoints
     in `checkpoint`/dead-letters, the alerts query in `alerts_checkpoint`, by default the folder of
-    its state's schema under `checkpoint` (checkpoint.alerts_checkpoint_plan).
+    its state's schema under `checkpoint` (checkpoint.alerts_checkpoint_plan). `metrics_sink`, if
+    given, receives each micro-batch's window counts after the alerts are written
+    (metrics_record.metrics_sink: topic http-metrics).
     """
     parsed = parse_access_log(log_lines(source))
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
@@ -224,7 +232,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
         settings.window, settings.slide)
     if alerts_checkpoint is None:
         alerts_checkpoint = alerts_checkpoint_plan(checkpoint, settings).path
-    handler = AlertBatch(settings, alert_sink, counts_sink, log)
+    handler = AlertBatch(settings, alert_sink, counts_sink, log, metrics_sink)
     alert_writer = (
         counts.writeStream
         .queryName("alerts")

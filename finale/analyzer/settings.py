@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finale.common.paths import FINALE_STATE
-from finale.common.topics import ALERTS, DEAD_LETTERS, LOGS
+from finale.common.topics import ALERTS, DEAD_LETTERS, LOGS, METRICS
 
 STATE = FINALE_STATE
 DEFAULT_THRESHOLDS = STATE / "thresholds.json"
@@ -19,6 +19,7 @@ DEFAULT_STATUS = STATE / "analyzer-status.json"
 DEFAULT_TOPIC = LOGS.name
 DEFAULT_ALERTS_TOPIC = ALERTS.name
 DEFAULT_DLQ_TOPIC = DEAD_LETTERS.name
+DEFAULT_METRICS_TOPIC = METRICS.name
 # Most Kafka records one micro-batch reads: after an outage or a burst the backlog is drained in
 # batches of this size instead of one batch holding all of it (memory, latency of the first alert).
 # The default keeps one such batch short on the default 2 cores, so alerts keep coming out while a

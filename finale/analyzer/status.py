@@ -65,6 +65,15 @@ class StatusFile:
                 write_json_atomically(self.path, self.document, indent=None)
 
 
+def pipeline_health(status: StatusFile) -> dict:
+    """What the window-metrics record says of the pipeline, from the latest progress: the alerts
+    query's backlog and the dead letters written since start (None while unknown)."""
+    with status.lock:
+        queries = status.document["queries"]
+        return {"backlog": queries.get("alerts", {}).get("backlog"),
+                "dead_letters_total": queries.get("dead-letters", {}).get("dead_letters_total")}
+
+
 def _offsets(source, which: str = "endOffset") -> object:
     offsets = getattr(source, which)
     try:

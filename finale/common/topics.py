@@ -36,4 +36,11 @@ ALERTS = Topic("alerts", 1, {"cleanup.policy": "compact,delete", "retention.ms":
 DEAD_LETTERS = Topic("http-logs-dlq", 1, {"retention.ms": str(14 * DAY_MS)},
                      "the lines that do not parse, with a reason header")
 
-TOPICS: dict[str, Topic] = {topic.name: topic for topic in (LOGS, ALERTS, DEAD_LETTERS)}
+# key = the window, value = its traffic (finale/common/window_metrics.py), one record per window
+# and micro-batch that updated it. 6 hours kept: far more than a dashboard's last 15 minutes, and
+# the afternoon of an incident can still be looked at; the alerts hold what must be kept longer.
+METRICS = Topic("http-metrics", 1, {"retention.ms": str(6 * 3600 * 1000)},
+                "the traffic of each window (requests, errors, top offenders), kept 6 hours")
+
+TOPICS: dict[str, Topic] = {topic.name: topic
+                            for topic in (LOGS, ALERTS, DEAD_LETTERS, METRICS)}

@@ -14,9 +14,11 @@ Output:
 - default: a table, newest first (by emitted_at), redrawn when something changes. One line per
   alert: when, severity, rule, scope, entity, window, counts, the value the rule compared and its
   threshold in the rule's unit (a rate as a percentage, a count as a number), and the cause when
-  the alert has one. On a terminal it redraws in place with the severity in colour (critical red,
-  warning yellow); otherwise each refresh is printed after a `--- HH:MM:SS UTC: N alerts ---`
-  line, without colour.
+  the alert has one. On a terminal it is a rich `Live` table redrawn in place, the severity in
+  colour (critical red, warning yellow), cut to the terminal: the least useful columns are left
+  out on a narrow terminal, then the entity and the cause end in an ellipsis, so a row never wraps
+  and the header stays. Otherwise each refresh is printed whole after a
+  `--- HH:MM:SS UTC: N alerts ---` line, without colour.
 - `--json`: one JSON alert a line, printed when an alert_id is new or when a later version differs
   (emitted_at aside); exact re-deliveries are dropped, so the last line of an alert_id is its
   latest version.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
 import time
@@ -39,53 +40,113 @@ from finale.common.topics import ALERTS
 # AlertBook: the latest version per alert_id (emitted_at is not part of "what changed").
 from finale.generator.incidents import AlertBook
 
-# (header, the cell of an alert, right-aligned): the table, one alert a line. VALUE and THRESHOLD
-# read in the rule's unit (a rate as a percentage, a count as a number): the record says which.
+# (header, the cell of an alert, right-aligned, priority, shortest width on a terminal): the table,
+# one alert a line. VALUE and THRESHOLD read in the rule's unit (a rate as a percentage, a count as
+# a number): the record says which. On a terminal narrower than the table, the columns of highest
+# priority number are left out first, then ENTITY and CAUSE are cut (None: never narrower than
+# their content), so a row never wraps.
 COLUMNS = (
-    ("EMITTED", lambda a: alert.clock(a.get("emitted_at")), False),
-    ("SEVERITY", lambda a: str(a.get("severity") or "-"), False),
-    ("RULE", lambda a: str(a.get("rule") or "-"), False),
-    ("SCOPE", lambda a: str(a.get("entity_type") or "-"), False),
-    ("ENTITY", lambda a: str(a.get("entity") or "-"), False),
+    ("EMITTED", lambda a: alert.clock(a.get("emitted_at")), False, 0, None),
+    ("SEVERITY", lambda a: str(a.get("severity") or "-"), False, 0, None),
+    ("RULE", lambda a: str(a.get("rule") or "-"), False, 1, None),
+    ("SCOPE", lambda a: str(a.get("entity_type") or "-"), False, 4, None),
+    ("ENTITY", lambda a: str(a.get("entity") or "-"), False, 0, 12),
     ("WINDOW (UTC)", lambda a: f"{alert.clock(a.get('window_start'))}-"
-                               f"{alert.clock(a.get('window_end'))}", False),
-    ("REQUESTS", lambda a: alert.number(a.get("requests"), "count"), True),
-    ("ERRORS", lambda a: alert.number(a.get("errors"), "count"), True),
-    ("VALUE", lambda a: alert.number(a.get("value"), a.get("unit")), True),
-    ("THRESHOLD", lambda a: alert.number(a.get("threshold"), a.get("unit")), True),
-    ("CAUSE", alert.cause, False),
+                               f"{alert.clock(a.get('window_end'))}", False, 5, None),
+    ("REQUESTS", lambda a: alert.number(a.get("requests"), "count"), True, 3, None),
+    ("ERRORS", lambda a: alert.number(a.get("errors"), "count"), True, 3, None),
+    ("VALUE", lambda a: alert.number(a.get("value"), a.get("unit")), True, 1, None),
+    ("THRESHOLD", lambda a: alert.number(a.get("threshold"), a.get("unit")), True, 2, None),
+    ("CAUSE", alert.cause, False, 2, 12),
 )
-SEVERITY_COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m"}
-RESET = "\033[0m"
-CLEAR_SCREEN = "\033[H\033[2J"
+SEVERITY_STYLES = {"critical": "bold red", "warning": "yellow"}
+GAP = 2  # spaces between two columns, as in the plain table
 
 
-def render_table(alerts: list[dict], colour: bool = False, max_rows: int | None = None) -> str:
-    """The alerts (already in display order) as an aligned text table, one line per alert."""
+def _cells(alerts: list[dict], max_rows: int | None) -> tuple[list[int], list[tuple[str, ...]]]:
+    """The indexes of COLUMNS to show (CAUSE only when an alert has one) and the shown rows."""
     shown = alerts[:max_rows] if max_rows is not None else alerts
-    rows = [tuple(cell(a) for _, cell, _ in COLUMNS) for a in shown]
-    # The CAUSE column only when an alert has one.
+    rows = [tuple(column[1](a) for column in COLUMNS) for a in shown]
     count = len(COLUMNS) if any(row[-1] for row in rows) else len(COLUMNS) - 1
-    headers = [header for header, _, _ in COLUMNS[:count]]
-    right_aligned = {i for i, (_, _, right) in enumerate(COLUMNS) if right}
-    rows = [row[:count] for row in rows]
-    widths = [max([len(headers[i])] + [len(row[i]) for row in rows]) for i in range(count)]
+    return list(range(count)), rows
 
-    def line(cells, severity: str | None = None) -> str:
-        out = []
-        for i, cell in enumerate(cells):
-            padded = cell.rjust(widths[i]) if i in right_aligned else cell.ljust(widths[i])
-            if colour and i == 1 and severity in SEVERITY_COLOURS:
-                padded = f"{SEVERITY_COLOURS[severity]}{padded}{RESET}"
-            out.append(padded)
-        return "  ".join(out).rstrip()
 
-    lines = [line(headers)]
-    lines += [line(row, row[1].lower()) for row in rows]
+def render_table(alerts: list[dict], max_rows: int | None = None) -> str:
+    """The alerts (already in display order) as an aligned text table, one line per alert: the
+    output when stdout is not a terminal (no colour, nothing cut)."""
+    indexes, rows = _cells(alerts, max_rows)
+    headers = [COLUMNS[i][0] for i in indexes]
+    widths = [max([len(COLUMNS[i][0])] + [len(row[i]) for row in rows]) for i in indexes]
+
+    def line(cells) -> str:
+        return "  ".join(cell.rjust(width) if COLUMNS[i][2] else cell.ljust(width)
+                         for i, cell, width in zip(indexes, cells, widths, strict=True)).rstrip()
+
+    lines = [line(headers)] + [line([row[i] for i in indexes]) for row in rows]
     hidden = len(alerts) - len(rows)
     if hidden > 0:
         lines.append(f"... {hidden} older alert(s) not shown")
     return "\n".join(lines)
+
+
+def fitting_columns(indexes: list[int], rows: list[tuple[str, ...]], width: int) -> list[int]:
+    """The columns that fit `width` at their shortest (CAUSE and ENTITY at their minimum width,
+    the others at their content's), leaving out the highest priority numbers first."""
+    def shortest(i: int) -> int:
+        natural = max([len(COLUMNS[i][0])] + [len(row[i]) for row in rows])
+        return natural if COLUMNS[i][4] is None else min(natural, COLUMNS[i][4])
+
+    kept = list(indexes)
+    for priority in sorted({COLUMNS[i][3] for i in indexes}, reverse=True):
+        if sum(shortest(i) for i in kept) + GAP * (len(kept) - 1) <= width or priority == 0:
+            break
+        kept = [i for i in kept if COLUMNS[i][3] < priority]
+    return kept
+
+
+def rich_table(alerts: list[dict], width: int, max_rows: int | None = None):
+    """The alerts as a rich Table that fits `width` columns: one line per alert, the severity in
+    colour, ENTITY and CAUSE cut with an ellipsis when the line would not fit. Every cell is a
+    rich Text (never console markup: entities and causes come from log lines)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    indexes, rows = _cells(alerts, max_rows)
+    indexes = fitting_columns(indexes, rows, width)
+    table = Table(box=None, padding=(0, GAP // 2), pad_edge=False, show_edge=False,
+                  header_style="bold", expand=False)
+    for i in indexes:
+        header, _, right, _, shortest = COLUMNS[i]
+        # Cut columns are the only wrappable ones, so rich narrows them first; their cells never
+        # wrap (Text no_wrap) but end in an ellipsis.
+        table.add_column(header, justify="right" if right else "left",
+                         no_wrap=shortest is None, overflow="ellipsis",
+                         min_width=None if shortest is None else min(shortest, len(header)))
+    for row in rows:
+        cells = []
+        for i in indexes:
+            style = SEVERITY_STYLES.get(row[i].lower(), "") if COLUMNS[i][0] == "SEVERITY" else ""
+            cells.append(Text(row[i], style=style, no_wrap=True, overflow="ellipsis"))
+        table.add_row(*cells)
+    hidden = len(alerts) - len(rows)
+    if hidden > 0:
+        table.caption = Text(f"... {hidden} older alert(s) not shown", no_wrap=True,
+                             overflow="ellipsis")
+        table.caption_justify = "left"
+    return table
+
+
+def live_view(alerts: list[dict], width: int, height: int):
+    """What the terminal shows: a title line and the table, cut to width x height."""
+    from rich.console import Group
+    from rich.text import Text
+
+    # Lines kept free: the title, a blank, the header, "more".
+    rows = max(height - 4, 1)
+    title = Text(f"Chaussettes.io alerts ({len(alerts)}, newest first) - "
+                 f"{datetime.now(timezone.utc):%H:%M:%S} UTC - Ctrl-C to quit",
+                 no_wrap=True, overflow="ellipsis")
+    return Group(title, Text(""), rich_table(alerts, width, max_rows=rows))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,47 +202,55 @@ def decode(record) -> dict | None:
 
 def run(args: argparse.Namespace, consumer, out=sys.stdout) -> None:
     book = AlertBook()
-    tty = out.isatty()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     dirty, last_draw = not args.json, 0.0
+    live = None
+    if not args.json and out.isatty():
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=out)
+        # Redrawn by us when something changed (at most every --refresh), not on a timer.
+        live = Live(console=console, auto_refresh=False, vertical_overflow="crop")
+        live.start()
 
     def draw() -> None:
-        if tty:
-            # Lines kept free: the title, a blank, the header, "more", the cursor.
-            rows = max(shutil.get_terminal_size().lines - 5, 3)
-            out.write(CLEAR_SCREEN)
-            out.write(f"Chaussettes.io alerts ({len(book)}, newest first) - "
-                      f"{datetime.now(timezone.utc):%H:%M:%S} UTC - Ctrl-C to quit\n\n")
-            out.write(render_table(book.newest_first(), colour=True, max_rows=rows) + "\n")
-        else:
-            out.write(f"--- {datetime.now(timezone.utc):%H:%M:%S} UTC: {len(book)} alerts ---\n")
-            out.write(render_table(book.newest_first()) + "\n")
+        if live is not None:
+            live.update(live_view(book.newest_first(), live.console.width,
+                                  live.console.height), refresh=True)
+            return
+        out.write(f"--- {datetime.now(timezone.utc):%H:%M:%S} UTC: {len(book)} alerts ---\n")
+        out.write(render_table(book.newest_first()) + "\n")
         out.flush()
 
-    while True:
-        if args.max_alerts is not None and len(book) >= args.max_alerts:
-            break
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            break
-        wait = 0.5 if deadline is None else max(min(0.5, deadline - now), 0.0)
-        batches = consumer.poll(timeout_ms=int(wait * 1000))
-        for records in batches.values():
-            for record in records:
-                alert = decode(record)
-                if alert is None or not book.add(alert):
-                    continue
-                if args.json:
-                    out.write(json.dumps(alert, sort_keys=True) + "\n")
-                else:
-                    dirty = True
-        if args.json:
-            out.flush()
-        elif dirty and time.monotonic() - last_draw >= args.refresh:
+    try:
+        while True:
+            if args.max_alerts is not None and len(book) >= args.max_alerts:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = 0.5 if deadline is None else max(min(0.5, deadline - now), 0.0)
+            batches = consumer.poll(timeout_ms=int(wait * 1000))
+            for records in batches.values():
+                for record in records:
+                    alert = decode(record)
+                    if alert is None or not book.add(alert):
+                        continue
+                    if args.json:
+                        out.write(json.dumps(alert, sort_keys=True) + "\n")
+                    else:
+                        dirty = True
+            if args.json:
+                out.flush()
+            elif dirty and time.monotonic() - last_draw >= args.refresh:
+                draw()
+                dirty, last_draw = False, time.monotonic()
+        if not args.json and dirty:  # what changed since the last redraw (or the empty table)
             draw()
-            dirty, last_draw = False, time.monotonic()
-    if not args.json and dirty:  # what changed since the last redraw (or the empty table)
-        draw()
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

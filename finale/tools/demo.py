@@ -11,11 +11,13 @@ What it does, in order:
    threshold_job.py, whose file the analyzer gets;
 3. starts spark_streaming_analyzer.py (Kafka `http-logs` -> alerts in `alerts`, a fresh checkpoint,
    reading from the end of the topic) and waits for its first micro-batch;
-4. starts the viewer (alert_viewer.py: the live table when stdout is a terminal, else one line per
-   entity that starts alerting) and log_generator.py into `http-logs`: --rate lines/s, --users
-   users, incidents at fixed fractions of the run (an IP and a URL at 11 %, two others and a
-   traffic surge of a third IP at 39 %, each for 17 %, then a global outage at 72 % for 13 %; with
-   DURATION=0 over the first 90 s), their truth in .state/finale/demo/truth.jsonl;
+4. starts the dashboard (dashboard.py on 127.0.0.1:--dashboard-port, 8080; its address is
+   printed: open it in a browser while the demo runs), the viewer (alert_viewer.py: the live table
+   when stdout is a terminal, else one line per entity that starts alerting) and log_generator.py
+   into `http-logs`: --rate lines/s, --users users, incidents at fixed fractions of the run (an
+   IP and a URL at 11 %, two others and a traffic surge of a third IP at 39 %, each for 17 %, then
+   a global outage at 72 % for 13 %; with DURATION=0 over the first 90 s), their truth in
+   .state/finale/demo/truth.jsonl;
 5. after --duration seconds of traffic waits until the analyzer has read every line, or stops on
    Ctrl-C; stops everything it started (each child in its own process group: SIGINT, then SIGTERM,
    then SIGKILL) and prints a summary: each incident with its detection latency (the first alert on
@@ -230,6 +232,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help=BOOTSTRAP_HELP)
     parser.add_argument("--startup-timeout", type=float, default=300,
                         help="seconds allowed for the broker and the analyzer to start")
+    parser.add_argument("--dashboard-port", type=int, default=8080,
+                        help="port of the dashboard on 127.0.0.1 (0: no dashboard)")
     parser.add_argument("--drain-timeout", type=float, default=180,
                         help="seconds allowed, after the traffic, for the analyzer to catch up")
     args = parser.parse_args(argv)
@@ -239,6 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--users must be >= 1, got {args.users}")
     if args.rate <= 0:
         parser.error(f"--rate must be > 0, got {args.rate:g}")
+    if not 0 <= args.dashboard_port < 65536:
+        parser.error(f"--dashboard-port must be in 0..65535, got {args.dashboard_port}")
     return args
 
 
@@ -287,6 +293,31 @@ def learn_thresholds(args: argparse.Namespace) -> list[str]:
     log(learned.stdout.strip() or f"thresholds written to {thresholds_file.relative_to(ROOT)}")
     # --- end of hook ------------------------------------------------------------------------
     return ["--thresholds", str(thresholds_file)]
+
+
+def start_dashboard(children: Children, args: argparse.Namespace) -> None:
+    """The dashboard on 127.0.0.1:--dashboard-port, its address printed once it answers; a demo
+    without it (port taken, --dashboard-port 0) goes on."""
+    if not args.dashboard_port:
+        return
+    dashboard_log = STATE / "dashboard.log"
+    address = f"http://127.0.0.1:{args.dashboard_port}/"
+    dashboard = children.start("dashboard", [
+        sys.executable, str(SCRIPTS / "dashboard.py"), "--port", str(args.dashboard_port),
+        "--bootstrap-servers", args.bootstrap_servers], dashboard_log)
+
+    def listening() -> bool:
+        # Its first line, printed once it holds the port (a server answering there may be
+        # another program's).
+        return dashboard_log.exists() and dashboard_log.read_text().startswith("dashboard: http")
+    try:
+        wait_until(listening, 30, "the dashboard", dashboard)
+    except RuntimeError:
+        said = dashboard_log.read_text().strip().splitlines() if dashboard_log.exists() else []
+        log(f"no dashboard: {said[-1] if said else 'it did not answer'} "
+            f"(make demo DASHBOARD_PORT=... or --dashboard-port N; 0: none)")
+        return
+    log(f"dashboard: {address} (open it in a browser; served while the demo runs)")
 
 
 def start_viewer(children: Children, args: argparse.Namespace, tty: bool) -> None:
@@ -355,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         analyzer = start_analyzer(children, args, checkpoint, learn_thresholds(args))
         collector = AlertCollector(args.bootstrap_servers, "alerts", echo=not tty)
         collector.start()
+        start_dashboard(children, args)
         start_viewer(children, args, tty)
         run_traffic(children, args, truth, analyzer)
     except KeyboardInterrupt:
