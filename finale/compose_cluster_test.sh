@@ -13,7 +13,10 @@
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=finale/compose_lib.sh
+source finale/compose_lib.sh
 
+NAME=compose-cluster-test
 export COMPOSE_PROJECT_NAME=chaussettes-cluster-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29094}
 export SPARK_UI_PORT=${SPARK_UI_PORT:-28081}
@@ -22,28 +25,6 @@ export SPARK_MASTER=spark://spark-master:7077
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 LOGS=.state/compose-cluster-test
 dc() { docker compose --profile cluster "$@"; }
-say() { echo "compose-cluster-test: $(date -u +%H:%M:%S) $*"; }
-fail() { say "FAILED: $*"; exit 1; }
-
-wait_healthy() {  # service: until its container reports healthy
-  local id status start=$SECONDS
-  while :; do
-    id=$(dc ps -q "$1")
-    status=$( [ -n "$id" ] && docker inspect --format '{{.State.Health.Status}}' "$id" || echo none)
-    [ "$status" = healthy ] && return 0
-    [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "$1 not healthy after ${TIMEOUT} s (status: $status)"
-    sleep 2
-  done
-}
-
-finish() {
-  local code=$?
-  mkdir -p "$LOGS"
-  dc --profile check logs --no-color --timestamps > "$LOGS/last.log" 2>&1 || true
-  dc --profile check down -v --remove-orphans > /dev/null 2>&1 || true
-  say "down -v done; exit $code after $SECONDS s (logs: $LOGS/)"
-  exit $code
-}
 trap finish EXIT
 
 [ -s .secrets/spark-authenticate.secret ] || make --no-print-directory secret

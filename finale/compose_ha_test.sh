@@ -15,7 +15,10 @@
 # Env: KAFKA_HOST_PORT (default 29095), HA_RATE (200), HA_OUTAGE_S (60), COMPOSE_TEST_TIMEOUT (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=finale/compose_lib.sh
+source finale/compose_lib.sh
 
+NAME=compose-ha-test
 export COMPOSE_PROJECT_NAME=chaussettes-ha-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29095}
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
@@ -25,20 +28,8 @@ DURATION=$((4 * OUTAGE + 60))
 LOGS=.state/compose-ha-test
 BOOTSTRAP=kafka:19092,kafka-2:19092,kafka-3:19092
 dc() { docker compose -f docker-compose.yml -f docker-compose.ha.yml "$@"; }
-say() { echo "compose-ha-test: $(date -u +%H:%M:%S) $*"; }
-fail() { say "FAILED: $*"; exit 1; }
 py() { dc exec -T analyzer python -c "$1"; }  # Python with kafka-python, inside the network
 
-wait_healthy() {  # service: until its container reports healthy
-  local id status start=$SECONDS
-  while :; do
-    id=$(dc ps -q "$1")
-    status=$( [ -n "$id" ] && docker inspect --format '{{.State.Health.Status}}' "$id" || echo none)
-    [ "$status" = healthy ] && return 0
-    [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "$1 not healthy after ${TIMEOUT} s (status: $status)"
-    sleep 2
-  done
-}
 
 logs_end() {  # sum of the end offsets of http-logs
   py "from kafka import KafkaConsumer, TopicPartition
@@ -75,14 +66,8 @@ outage() {  # service: killed (SIGKILL) for OUTAGE seconds, started again
   say "$1 started again (lines in http-logs: $(logs_end))"
 }
 
-finish() {
-  local code=$?
-  mkdir -p "$LOGS"
+cleanup() {  # the load generator, run outside compose up
   docker rm -f "$COMPOSE_PROJECT_NAME-load" > /dev/null 2>&1 || true
-  dc --profile check logs --no-color --timestamps > "$LOGS/last.log" 2>&1 || true
-  dc --profile check down -v --remove-orphans > /dev/null 2>&1 || true
-  say "down -v done; exit $code after $SECONDS s (logs: $LOGS/)"
-  exit $code
 }
 trap finish EXIT
 

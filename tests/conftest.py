@@ -157,6 +157,19 @@ def kafka():
             started_by_tests.unlink(missing_ok=True)
 
 
+@pytest.fixture
+def own_broker(tmp_path):
+    """(info, state dir) of a broker of this test alone (own state dir and port): a test may stop
+    and restart it (an outage) without touching any other test."""
+    from finale.tools import local_kafka
+    state_dir = tmp_path / "kafka"
+    info, _ = local_kafka.start(free_port(), state_dir=state_dir, log=lambda message: None)
+    try:
+        yield info, state_dir
+    finally:
+        local_kafka.stop(state_dir=state_dir, log=lambda message: None)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the run, built as the stage builds its own (one builder:

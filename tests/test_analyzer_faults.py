@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, wait_for
 from kafka import KafkaConsumer, TopicPartition
 from test_analyzer_pipeline import generate, new_topics, parse_time, send
 
@@ -226,17 +226,6 @@ def generator_argv(seed_value: int, start: str) -> list[str]:
     same flags with --history rebuild, offline, exactly the lines a live run sends."""
     return [sys.executable, str(GENERATOR), "--rate", str(RATE), "--seed", str(seed_value),
             "--start-time", start, "--incident", "ip@15+45"]
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker of this test alone (own state dir and port): stopping it touches no other test."""
-    state_dir = tmp_path / "kafka"
-    info, _ = local_kafka.start(free_port(), state_dir=state_dir, log=lambda message: None)
-    try:
-        yield info, state_dir
-    finally:
-        local_kafka.stop(state_dir=state_dir, log=lambda message: None)
 
 
 @pytest.mark.kafka

@@ -278,16 +278,6 @@ def rotated_files(logs: Path) -> list[str]:
 # The run
 # ------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def own_broker(tmp_path):
-    state_dir = tmp_path / "kafka"
-    info, _ = local_kafka.start(free_port(), state_dir=state_dir, log=lambda message: None)
-    try:
-        yield info, state_dir
-    finally:
-        local_kafka.stop(state_dir=state_dir, log=lambda message: None)
-
-
 @pytest.mark.faults
 @pytest.mark.timeout(900)
 def test_apache_log_shipped_through_rotations_crash_and_outage_and_the_scanner_alerts(
