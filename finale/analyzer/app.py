@@ -308,10 +308,10 @@ def run(args: argparse.Namespace) -> int:
                                      starting_timestamp_ms=int(plan.since * 1000))
     record_description(plan)
     status = StatusFile(args.status_file)
-    metrics = None
+    window_sink = None
     if args.metrics_topic:
-        metrics = metrics_sink(args.bootstrap_servers, args.metrics_topic, args.metrics_top,
-                               lambda: pipeline_health(status), emitted_at)
+        window_sink = metrics_sink(args.bootstrap_servers, args.metrics_topic, args.metrics_top,
+                                   lambda: pipeline_health(status), emitted_at)
     writers, handler = build_queries(
         source,
         alert_sink=alert_sinks(args.alert_sink or ["kafka"],
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
         settings=settings, log=log, alerts_source=alerts_source, alerts_checkpoint=plan.path,
-        metrics_sink=metrics)
+        metrics_sink=window_sink)
     listener = make_status_listener(handler.stats, status, log, handler.thresholds)
     spark.streams.addListener(listener)
     if metrics is not None:
