@@ -49,8 +49,9 @@ demo: setup
 # conf/rsyslog/http-logs.conf, the user's own foreground process; Ctrl-C stops it). The broker: the
 # local one of `make demo` if it runs, else KAFKA_BOOTSTRAP_SERVERS, else localhost:9092.
 # Needs Debian's rsyslog and rsyslog-kafka (its one-line error says so).
-ship: $(VENV)/.installed
+ship:
 	@test -n "$(ACCESS_LOG)" || { echo "usage: make ship ACCESS_LOG=/path/to/access.log" >&2; exit 2; }
+	@$(MAKE) --no-print-directory $(VENV)/.installed
 	@$(PY) finale/ship.py --access-log "$(ACCESS_LOG)"
 
 # Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a

@@ -92,10 +92,6 @@ def broker_answers(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
     return False
 
 
-def rsyslog_command(pidfile: Path) -> list[str]:
-    return [rsyslogd_path(), "-n", "-f", str(CONFIG), "-i", str(pidfile)]
-
-
 def rsyslog_environment(access_log: Path, state_dir: Path, bootstrap_servers: str,
                         topic: str) -> dict[str, str]:
     """The variables conf/rsyslog/http-logs.conf reads."""
@@ -136,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.topic or any(c.isspace() for c in args.topic):
         parser.error(f"--topic {args.topic!r}: not a topic name")
     try:
-        command = rsyslog_command(Path("pidfile"))  # checks rsyslogd first
+        rsyslogd = rsyslogd_path()
         check_omkafka()
     except ShipError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -145,12 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = (args.state_dir or state_dir_for(access_log)).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o700)  # the queue holds log lines: only this user reads them
-    pidfile = state_dir / "rsyslogd.pid"
-    command[-1] = str(pidfile)
+    command = [rsyslogd, "-n", "-f", str(CONFIG), "-i", str(state_dir / "rsyslogd.pid")]
     environment = rsyslog_environment(access_log, state_dir, bootstrap, args.topic)
 
     # The config checked first (rsyslogd -N1): an error there is shown as rsyslog words it.
-    check = subprocess.run([command[0], "-N1", "-f", str(CONFIG)], env=environment,
+    check = subprocess.run([rsyslogd, "-N1", "-f", str(CONFIG)], env=environment,
                            capture_output=True, text=True)
     if check.returncode != 0:
         problem = [line for line in (check.stderr + check.stdout).splitlines() if line.strip()]
