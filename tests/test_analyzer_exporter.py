@@ -140,6 +140,15 @@ def check_exact_metrics(kafka, logs_topic: str, analyzer: LiveAnalyzer, folder: 
     assert wait_for(lambda: analyzer.metric(lag), 30, "the watermark lag") > 86400
     assert page['chaussettes_analyzer_batch_duration_seconds{query="alerts"}'] > 0
 
+    # Without input Spark reports idle triggers (about every 10 s): the trigger time moves past
+    # the last batch's, so an idle analyzer is not a stalled one (AnalyzerStalled).
+    def idle_reported():
+        page = analyzer.metrics()
+        return (page['chaussettes_analyzer_last_trigger_timestamp_seconds{query="alerts"}']
+                > page['chaussettes_analyzer_last_batch_timestamp_seconds{query="alerts"}'] + 5)
+
+    wait_for(idle_reported, 60, "an idle trigger reported", interval=0.5)
+
     # A broken thresholds file: counted as a failed reload, flagged while it stays broken.
     (folder / "thresholds.json").write_text("{broken")
     send(kafka, logs_topic, lines(13, 14))
