@@ -145,6 +145,8 @@ def test_examples_are_short(heading):
 
 
 @pytest.mark.slow
+# The whole fast suite runs inside: the inner run's own timeout, not the 300 s of one test.
+@pytest.mark.timeout(1500)
 def test_the_metric_and_the_rule_as_files_keep_every_fast_test_green(tmp_path):
     """The metric appended to metrics.py and the rule as rules/big_transfer.py, in a copy of the
     project; then every fast test but these (-m "not kafka and not slow") on the copy."""

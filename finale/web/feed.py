@@ -17,7 +17,7 @@ from finale.web.state import DashboardState
 RETRY_S = 2.0
 
 
-def check_topics(bootstrap_servers: str, topics: list[str], timeout_s: float = 10.0) -> str | None:
+def check_topics(bootstrap_servers: str, topics: list[str], timeout_s: float = 5.0) -> str | None:
     """None if the broker answers and the topics exist, else one line saying what is wrong."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
