@@ -232,6 +232,43 @@ def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15
     return None
 
 
+def last_record_time(bootstrap_servers: str, offsets: dict[str, dict[str, int]],
+                     timeout_s: float = 15.0) -> float | None:
+    """The latest Kafka timestamp (epoch seconds) of the records just before `offsets`
+    ({topic: {partition: offset}}, a checkpoint's committed offsets); None if none can be read
+    (an empty topic, records deleted by retention, no broker)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    wanted = {TopicPartition(topic, int(partition)): offset - 1
+              for topic, partitions in offsets.items()
+              for partition, offset in partitions.items() if offset > 0}
+    if not wanted:
+        return None
+    stamps = []
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                 client_id="analyzer-rewind",
+                                 request_timeout_ms=int(timeout_s * 1000) + 1000)
+        try:
+            consumer.assign(list(wanted))
+            for partition, offset in wanted.items():
+                consumer.seek(partition, offset)
+            deadline = time.monotonic() + timeout_s
+            while wanted and time.monotonic() < deadline:
+                for partition, records in consumer.poll(timeout_ms=500).items():
+                    for record in records:
+                        if wanted.get(partition) == record.offset:
+                            stamps.append(record.timestamp / 1000)
+                            del wanted[partition]
+                            consumer.pause(partition)
+        finally:
+            consumer.close()
+    except (KafkaError, OSError, ValueError):
+        return None
+    return max(stamps) if stamps else None
+
+
 def log(message: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
     try:
@@ -295,7 +332,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.secure:
         log(spark_security.security_banner(spark.sparkContext.getConf()))
-    plan = alerts_checkpoint_plan(args.checkpoint, settings)
+    plan = alerts_checkpoint_plan(
+        args.checkpoint, settings,
+        record_time=lambda offsets: last_record_time(args.bootstrap_servers, offsets))
     source = kafka_source(spark, args.bootstrap_servers, args.topic, args.starting_offsets,
                           args.max_offsets_per_trigger)
     alerts_source = None

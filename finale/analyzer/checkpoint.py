@@ -9,14 +9,18 @@ STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE, or worse, counts wrongly. So the checkp
 
 - same schema: the query resumes on its folder, as any restart;
 - a new schema (a metric, a scope or the window changed): the query starts a new folder, and
-  app.py reads the topic again from the last batch of the previous folder minus the window and
-  the watermark, so the windows that were still open are counted again in the new state and no
-  alert is lost (alert ids are deterministic: a re-emitted alert replaces its copy). The
-  previous folder is left in place; STATE_CHANGED_MESSAGE is what the analyzer logs.
+  app.py reads the topic again from the Kafka timestamp of the last record the previous folder
+  counted, minus the window, the slide and the watermark, so the windows that were still open are
+  counted again in the new state and no alert is lost (alert ids are deterministic: a re-emitted
+  alert replaces its copy). Record time, not the time the batch ran: a query that took minutes
+  to start must not skip the lines it counted late. The previous folder is left in place;
+  STATE_CHANGED_MESSAGE is what the analyzer logs.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +32,9 @@ PREFIX = "alerts"
 DESCRIPTION_FILE = "state-schema.txt"
 STATE_CHANGED_MESSAGE = (
     "checkpoint: the window counts' state changed since {previous} ({changes}): the alerts query "
-    "starts a new checkpoint {path}, reading the topic again from {since} (the previous "
-    "checkpoint's last batch minus the window and the watermark), so the open windows are counted "
-    "again; {previous} is kept, delete it once the new one runs")
+    "starts a new checkpoint {path}, reading the topic again from {since} (the last record the "
+    "previous checkpoint counted, minus the window, the slide and the watermark), so the open "
+    "windows are counted again; {previous} is kept, delete it once the new one runs")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,19 @@ def _last_batch_time(folder: Path) -> float | None:
     return max(commits) if commits else None
 
 
+def committed_offsets(folder: Path) -> dict[str, dict[str, int]] | None:
+    """{topic: {partition: offset}} up to which the query of `folder` counted: the source offsets
+    (the offset log's last line) of its newest committed batch; None without one."""
+    committed = [int(path.name) for path in (folder / "commits").glob("[0-9]*")
+                 if path.name.isdigit()]
+    if not committed:
+        return None
+    try:
+        return json.loads((folder / "offsets" / str(max(committed))).read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _changes(old: str | None, new: str) -> str:
     if old is None:
         return "a checkpoint without a recorded schema"
@@ -61,10 +78,15 @@ def _changes(old: str | None, new: str) -> str:
     return "; ".join(diff) or "reordered"
 
 
-def alerts_checkpoint_plan(root: Path, settings: Settings) -> CheckpointPlan:
+def alerts_checkpoint_plan(root: Path, settings: Settings,
+                          record_time: Callable[[dict], float | None] = lambda offsets: None,
+                          ) -> CheckpointPlan:
     """Where the alerts query checkpoints under `root`, and what to do when the schema changed.
 
-    Needs an active Spark session (state_description renders the metrics' expressions)."""
+    `record_time(offsets)`: the latest Kafka timestamp (epoch seconds) of the records just before
+    those offsets (committed_offsets), None if unknown; then the previous folder's last commit
+    time stands in for it. Needs an active Spark session (state_description renders the metrics'
+    expressions)."""
     description = state_description(settings.window, settings.slide)
     path = Path(root) / f"{PREFIX}-{fingerprint(description)}"
     if _last_batch_time(path) is not None:
@@ -76,8 +98,11 @@ def alerts_checkpoint_plan(root: Path, settings: Settings) -> CheckpointPlan:
     previous = max(others, key=_last_batch_time)
     rewind = (duration_seconds(settings.window) + duration_seconds(settings.watermark)
               + duration_seconds(settings.slide))
+    offsets = committed_offsets(previous)
+    last = record_time(offsets) if offsets else None
     old = previous / DESCRIPTION_FILE
-    return CheckpointPlan(path, description, previous, _last_batch_time(previous) - rewind,
+    return CheckpointPlan(path, description, previous,
+                          (last if last is not None else _last_batch_time(previous)) - rewind,
                           _changes(old.read_text(encoding="utf-8") if old.exists() else None,
                                    description))
 
