@@ -17,7 +17,10 @@
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=finale/compose_lib.sh
+source finale/compose_lib.sh
 
+NAME=compose-test
 export COMPOSE_PROJECT_NAME=chaussettes-compose-test
 export KAFKA_HOST_PORT=${KAFKA_HOST_PORT:-29092}
 export PROMETHEUS_HOST_PORT=${PROMETHEUS_HOST_PORT:-29090}
@@ -26,19 +29,6 @@ export DASHBOARD_HOST_PORT=${DASHBOARD_HOST_PORT:-28080}
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 LOGS=.state/compose-test
 dc() { docker compose --profile monitoring "$@"; }
-say() { echo "compose-test: $(date -u +%H:%M:%S) $*"; }
-fail() { say "FAILED: $*"; exit 1; }
-
-wait_healthy() {  # service: until its container reports healthy
-  local id status start=$SECONDS
-  while :; do
-    id=$(dc ps -q "$1")
-    status=$( [ -n "$id" ] && docker inspect --format '{{.State.Health.Status}}' "$id" || echo none)
-    [ "$status" = healthy ] && return 0
-    [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "$1 not healthy after ${TIMEOUT} s (status: $status)"
-    sleep 2
-  done
-}
 
 analyzer_status() {  # the analyzer's status file, as its queries' last batch ids and input rows
   dc exec -T analyzer python -c 'import json
@@ -71,14 +61,6 @@ for line in open(".state/truth.jsonl"):
         print("incident", incident["kind"], incident["entity"])'
 }
 
-finish() {
-  local code=$?
-  mkdir -p "$LOGS"
-  dc --profile check logs --no-color --timestamps > "$LOGS/last.log" 2>&1 || true
-  dc --profile check down -v --remove-orphans > /dev/null 2>&1 || true
-  say "down -v done; exit $code after $SECONDS s (logs: $LOGS/)"
-  exit $code
-}
 trap finish EXIT
 
 [ -s .secrets/spark-authenticate.secret ] || make --no-print-directory secret
