@@ -45,6 +45,18 @@ def test_without_omkafka_the_error_names_rsyslog_kafka(capsys, tmp_path, monkeyp
                    "package rsyslog-kafka (`sudo apt-get install rsyslog rsyslog-kafka`)\n")
 
 
+@pytest.mark.skipif(ship.shutil.which("rsyslogd", path="/usr/sbin:/sbin") is None
+                    or not any(ship.glob.glob(p) for p in ship.OMKAFKA_GLOBS),
+                    reason="needs rsyslog and rsyslog-kafka: apt-get install rsyslog rsyslog-kafka")
+def test_a_state_folder_that_cannot_be_made_is_one_line(capsys, tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text("")
+    code, err = run_ship(capsys, "--access-log", str(log), "--state-dir", str(log / "state"))
+    assert code == 1
+    assert err == (f"ship.py: error: cannot use {log / 'state'} for the shipper's state: "
+                   "Not a directory\n")
+
+
 def test_the_state_folder_name_keeps_safe_characters_only(tmp_path):
     hostile = tmp_path / "$(rm -rf ~)" / "a b;`id`..log"
     folder = ship.state_dir_for(hostile)

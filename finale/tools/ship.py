@@ -139,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bootstrap = args.bootstrap_servers or default_bootstrap()
     state_dir = (args.state_dir or state_dir_for(access_log)).absolute()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o700)  # the queue holds log lines: only this user reads them
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)  # the queue holds log lines: only this user reads them
+    except OSError as error:
+        print(f"{PROG}: error: cannot use {state_dir} for the shipper's state: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 1
     command = [rsyslogd, "-n", "-f", str(CONFIG), "-i", str(state_dir / "rsyslogd.pid")]
     environment = rsyslog_environment(access_log, state_dir, bootstrap, args.topic)
 
