@@ -45,7 +45,7 @@ case "$apps" in
   *chaussettes-finale-analyzer:[1-9]*:RUNNING*workers:1*) ;;
   *) fail "the analyzer is not running on the cluster's worker ($apps)" ;;
 esac
-banner=$(dc logs --no-color analyzer | grep -o 'spark security: .*' | head -n 1)
+banner=$(dc logs --no-color analyzer | grep -m 1 -o 'spark security: .*')
 say "analyzer: $banner"
 case "$banner" in
   *spark.authenticate=true*spark.network.crypto.enabled=true*) ;;

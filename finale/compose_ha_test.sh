@@ -77,7 +77,9 @@ dc --profile check down -v --remove-orphans > /dev/null 2>&1
 say "up --build: three brokers, the analyzer, no demo generator"
 dc up --build --detach --quiet-pull kafka kafka-2 kafka-3 topics thresholds analyzer viewer 2>&1 | tail -n 2
 wait_healthy analyzer
-described=$(dc exec -T kafka /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:19092 --describe --topic http-logs | head -n 1)
+# Its first line (no `| head`: with pipefail, the writer killed by SIGPIPE would fail the script).
+described=$(dc exec -T kafka /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:19092 --describe --topic http-logs)
+described=${described%%$'\n'*}
 say "http-logs: $described"
 case "$described" in *"ReplicationFactor: 3"*"min.insync.replicas=2"*) ;; *) fail "http-logs is not replicated 3 times with min.insync.replicas 2" ;; esac
 
