@@ -211,25 +211,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def check_kafka(bootstrap_servers: str, topics: list[str], timeout_s: float = 15.0) -> str | None:
     """None if the broker answers and the topics exist, else one line saying what is wrong."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="analyzer-check",
-                                 request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000))
-        try:
-            existing = set(admin.list_topics())
-        finally:
-            admin.close()
-    except (KafkaError, OSError, ValueError) as error:
-        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): "
-                "start one with `python finale/local_kafka.py start` or set --bootstrap-servers")
-    missing = [topic for topic in topics if topic not in existing]
-    if missing:
-        return (f"topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}: "
-                "`python finale/local_kafka.py start` creates the project's topics")
-    return None
+    from finale.tools.kafka_topics import check_topics
+    return check_topics(bootstrap_servers, topics, timeout_s, client_id="analyzer-check")
 
 
 def last_record_time(bootstrap_servers: str, offsets: dict[str, dict[str, int]],

@@ -48,6 +48,31 @@ def ensure_topics(bootstrap_servers: str, topics: dict = TOPICS,
         admin.close()
 
 
+def check_topics(bootstrap_servers: str, topics: list[str], timeout_s: float = 15.0,
+                 client_id: str = "chaussettes-check") -> str | None:
+    """None if the broker answers and the topics exist, else one line saying what is wrong (the
+    analyzer's and the dashboard's check before they start)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","),
+                                 client_id=client_id, request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+        try:
+            existing = set(admin.list_topics())
+        finally:
+            admin.close()
+    except (KafkaError, OSError, ValueError) as error:
+        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): "
+                "start one with `python finale/local_kafka.py start` or set --bootstrap-servers")
+    missing = [topic for topic in topics if topic not in existing]
+    if missing:
+        return (f"topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}: "
+                "`python finale/local_kafka.py start` creates the project's topics")
+    return None
+
+
 def describe_topics(bootstrap_servers: str) -> dict[str, int]:
     """{topic: partition count} of the cluster, internal topics left out."""
     admin = admin_client(bootstrap_servers)

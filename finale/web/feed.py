@@ -12,6 +12,7 @@ import time
 
 from finale.common import alert as alert_record
 from finale.common import window_metrics
+from finale.tools import kafka_topics
 from finale.web.state import DashboardState
 
 RETRY_S = 2.0
@@ -19,26 +20,8 @@ RETRY_S = 2.0
 
 def check_topics(bootstrap_servers: str, topics: list[str], timeout_s: float = 5.0) -> str | None:
     """None if the broker answers and the topics exist, else one line saying what is wrong."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","),
-                                 client_id="chaussettes-dashboard-check",
-                                 request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000))
-        try:
-            existing = set(admin.list_topics())
-        finally:
-            admin.close()
-    except (KafkaError, OSError, ValueError) as error:
-        return (f"no Kafka broker answers at {bootstrap_servers} ({type(error).__name__}): "
-                "start one with `python finale/local_kafka.py start` or set --bootstrap-servers")
-    missing = [topic for topic in topics if topic not in existing]
-    if missing:
-        return (f"topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}: "
-                "`python finale/local_kafka.py start` creates the project's topics")
-    return None
+    return kafka_topics.check_topics(bootstrap_servers, topics, timeout_s,
+                                     client_id="chaussettes-dashboard-check")
 
 
 class KafkaFeed(threading.Thread):
