@@ -41,14 +41,15 @@ SECURITY_KEYS = ("spark.authenticate", "spark.network.crypto.enabled",
 # Any line that does not match falls into the second alternative and yields empty groups,
 # so one regexp_replace pass turns every line into FIELD_COUNT separated fields.
 LOG_PATTERN = (
-    r'^(\S+) (\S+) (\S+) \[([^\]]+)\] '          # %h %l %u [%t]
+    # No \x01 (SEPARATOR) anywhere: one inside a field would shift the fields after it.
+    r'^(?![^\x01]*+\x01)(\S+) (\S+) (\S+) \[([^\]]+)\] '  # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '      # "%r": method url protocol (or "-")
     r'(\d{3}) (\d+|-)'                           # %>s %b
     # "%{Referer}i" "%{User-agent}i", with \" escapes; unrolled ([^"\\]* rather than
     # (?:[^"\\]|\\.)*) because Java's regex engine recurses once per repetition of a group: a
     # 2,000-character user agent overflowed the stack of the task thread.
     r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
-    r'\s*$|^.*$'
+    r'\s*$|(?s:^.*$)'  # (?s): a line break inside a line is replaced too
 )
 FIELDS = ["ip", "ident", "user", "time", "method", "url", "protocol",
           "status", "bytes", "referer", "user_agent"]
@@ -61,7 +62,7 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
     # expression under CASE WHEN is not reused: bench/RESULTS.md); it never merges them back.
     fields = F.split(F.regexp_replace("value", LOG_PATTERN, SEPARATOR.join(
         f"${i}" for i in range(1, len(FIELDS) + 1))), SEPARATOR)
-    raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
+    raw = {name: F.nullif(F.get("fields", i), F.lit("")) for i, name in enumerate(FIELDS)}
     timed = (lines.select("value", fields.alias("fields")).select(
         "value", "fields", F.try_to_timestamp(raw["time"], F.lit(TIME_FORMAT)).alias("event_time")))
     ok = F.col("event_time").isNotNull()
@@ -81,7 +82,7 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
         keep(raw["method"]).alias("method"),
         keep(raw["url"]).alias("url"),
         keep(raw["protocol"]).alias("protocol"),
-        keep(raw["status"].cast("int")).alias("status"),
+        keep(raw["status"].try_cast("int")).alias("status"),
         keep(dash_is_null(raw["bytes"]).try_cast("long")).alias("bytes"),
         keep(dash_is_null(F.regexp_replace(raw["referer"], r'\\(.)', "$1"))).alias("referer"),
         keep(dash_is_null(F.regexp_replace(raw["user_agent"], r'\\(.)', "$1"))).alias("user_agent"),

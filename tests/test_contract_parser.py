@@ -100,6 +100,10 @@ MALFORMED = [
     # unescaped quote inside the user agent, status that is not 3 digits
     '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" 200 1 "-" "a "b" c"',
     '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000] "GET / HTTP/1.1" OK 1 "-" "x"',
+    # a line break inside the line, and \x01 (a control character Apache writes as \x01) in the
+    # URL: each once made finale's parser fail the whole job
+    '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000]\n"GET / HTTP/1.1" 200 1 "-" "x"',
+    '10.0.0.1 - - [28/Nov/2026:09:14:03 +0000] "GET /a\x01b HTTP/1.1" 200 1 "-" "x"',
 ]
 
 

@@ -27,9 +27,12 @@ from pyspark.sql import functions as F
 # parser with 11 bare regexp_extract (raw strings, no conversion), warmed up and interleaved
 # (measured: bench/RESULTS.md).
 LINE_PATTERN = (
+    # No \x01 anywhere (parse_access_log's SEPARATOR): one inside a field would shift the fields
+    # after it. Apache writes control characters as \xhh, so a line holding one is no access log.
+    r'^(?![^\x01]*+\x01)'
     # vhost_combined's %v:%p, skipped. An IPv4 client or a host name has no colon, an IPv6 client
     # no `:digits ` before its first space; possessive, so a line without it costs no backtracking.
-    r'^(?:[^\s:]++:\d++ )?'
+    r'(?:[^\s:]++:\d++ )?'
     r'(\S+) (\S+) (\S+) \[([^\]]+)\] '                # %h %l %u [%t]
     r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '           # "%r": method url protocol, or "-"
     r'(\d{3}) (\d+|-)'                                # %>s %b
@@ -39,10 +42,13 @@ LINE_PATTERN = (
     r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
     r'\s*$'
 )
-# Every line matches: a non-log line through the second alternative, with empty groups.
-LOG_PATTERN = LINE_PATTERN + r'|^.*$'
+# Every line matches as a whole: a non-log line through the second alternative, with empty
+# groups; (?s) lets it span a line break, so no part of the line is left unreplaced.
+LOG_PATTERN = LINE_PATTERN + r'|(?s:^.*$)'
 FIELDS = ("ip", "ident", "user", "time", "method", "url", "protocol",
           "status", "bytes", "referer", "user_agent")
+# LINE_PATTERN's group holding %t (regexp_extract's index): the dead-letter verdict reads only it.
+TIME_GROUP = FIELDS.index("time") + 1
 SEPARATOR = "\u0001"
 TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
 
@@ -122,7 +128,8 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
             SEPARATOR,
         ).alias("fields"),
     )
-    raw = {name: F.nullif(F.col("fields")[i], F.lit("")) for i, name in enumerate(FIELDS)}
+    # get(): null past the end rather than an error (ANSI mode), should a line ever yield fewer.
+    raw = {name: F.nullif(F.get("fields", i), F.lit("")) for i, name in enumerate(FIELDS)}
     timed_lines = split_lines.select("value", *extra, "fields",
                                      parse_time(raw["time"]).alias("event_time"))
     parsed = F.col("event_time").isNotNull()
@@ -146,7 +153,7 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
         keep(raw["method"]).alias("method"),
         keep(raw["url"]).alias("url"),
         keep(raw["protocol"]).alias("protocol"),
-        keep(raw["status"].cast("int")).alias("status"),
+        keep(raw["status"].try_cast("int")).alias("status"),
         keep(dash_is_null(raw["bytes"]).try_cast("long")).alias("bytes"),
         keep(dash_is_null(unescape(raw["referer"]))).alias("referer"),
         keep(dash_is_null(unescape(raw["user_agent"]))).alias("user_agent"),
