@@ -5,7 +5,8 @@ Two queries read the same input (one access-log line per Kafka record):
 - `dead-letters`: lines that do not parse, or are dated more than `max_future` after their
   record's timestamp, go to the dead-letter sink with the original key and value and why
   (`reason`: empty_record, empty_line, unparseable, bad_timestamp, future_timestamp); they never
-  stop the job and never hide the good lines.
+  stop the job and never hide the good lines. This query finds them from the line's shape and
+  date alone (dead_letters), without the full parse that only the alerts query needs.
 - `alerts`: the good lines, with a watermark on their own time, counted per sliding window for
   every scope in one stateful aggregation (metrics.entity_window_counts, update mode); each
   micro-batch runs every rule with thresholds on the windows it updated (rules.fire_all) and
@@ -22,7 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 
-from finale.analyzer.access_log import LINE_PATTERN, parse_access_log
+from finale.analyzer.access_log import LINE_PATTERN, TIME_GROUP, parse_access_log, parse_time
 from finale.analyzer.checkpoint import alerts_checkpoint_plan
 from finale.analyzer.metrics import entity_window_counts
 from finale.analyzer.rules import fire_all
@@ -79,26 +80,56 @@ def valid_lines(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
     return parsed.where(~F.col("malformed") & ~in_the_future(clock, max_future_s))
 
 
-def dead_letters(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
-    """The rows of parse_access_log's output that valid_lines (same `clock`) leaves out: the
-    original line, why (`reason`, one of the constants above) and the record's KAFKA_METADATA
-    columns if present."""
-    future = ~F.col("malformed") & in_the_future(clock, max_future_s)
+def dead_letter_reason(value: Column, event_time: Column, shaped: Column, clock: Column,
+                       max_future_s: float) -> Column:
+    """Why a line is a dead letter, most specific reason first; null for a line the windows
+    count. `shaped`: the line has the access-log shape (LINE_PATTERN); `event_time`: its [%t]
+    parsed, null if not a valid date."""
+    return (F.when(value.isNull(), F.lit(EMPTY_RECORD))
+            .when(F.trim(value) == "", F.lit(EMPTY_LINE))
+            .when(~shaped, F.lit(UNPARSEABLE))
+            # The line has the access-log shape but its [%t] does not parse (e.g. 31/Feb).
+            .when(event_time.isNull(), F.lit(BAD_TIMESTAMP))
+            .when(event_time > clock + F.make_dt_interval(
+                secs=F.lit(max_future_s).cast("decimal(18,6)")), F.lit(FUTURE_TIMESTAMP)))
+
+
+def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
+    """The lines (log_lines' output) that valid_lines(parse_access_log(lines)) leaves out, found
+    without parsing them: the original line, why (`reason`, one of the constants above) and the
+    record's KAFKA_METADATA columns if present.
+
+    The verdict needs the line's shape and its date only: one match of LINE_PATTERN (its %t group,
+    empty if the line does not match) and parse_time, the parser's own, then the future check
+    against the same `clock`. The typed fields are the alerts query's work. The contract test holds
+    this verdict to dead_letters_of_parse's on every line (tests/test_contract_dead_letters.py)."""
+    metadata = [name for name, _, _ in KAFKA_METADATA if name in lines.columns]
+    # Two projections: the reason reads `time` and `event_time` several times, and Spark keeps
+    # projections apart rather than run the regex or the date's arithmetic once per use.
+    timed = (
+        lines.select("value", *metadata,
+                     F.regexp_extract("value", LINE_PATTERN, TIME_GROUP).alias("time"))
+        .select("value", *metadata, "time",
+                parse_time(F.nullif(F.col("time"), F.lit(""))).alias("event_time"))
+    )
+    reason = dead_letter_reason(F.col("value"), F.col("event_time"), F.col("time") != "",
+                                clock, max_future_s)
+    return (timed.select("value", reason.alias("reason"), *metadata)
+            .where(F.col("reason").isNotNull()))
+
+
+def dead_letters_of_parse(parsed: DataFrame, clock: Column,
+                          max_future_s: float = MAX_FUTURE_S) -> DataFrame:
+    """The same dead letters as dead_letters, from parse_access_log's output (the alerts query's
+    full parse): the reference verdict of the contract test, and the dead-letter path as it was
+    before dead_letters (bench/bench_finale_catchup.py's "before")."""
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
+    reason = dead_letter_reason(F.col("value"), F.col("event_time"),
+                                F.col("value").rlike(LINE_PATTERN), clock, max_future_s)
     return (
         parsed
-        .where(F.col("malformed") | future)
-        .select(
-            "value",
-            F.when(F.col("value").isNull(), F.lit(EMPTY_RECORD))
-            .when(F.trim(F.col("value")) == "", F.lit(EMPTY_LINE))
-            .when(future, F.lit(FUTURE_TIMESTAMP))
-            # The line has the access-log shape but its [%t] does not parse (e.g. 31/Feb).
-            .when(F.col("value").rlike(LINE_PATTERN), F.lit(BAD_TIMESTAMP))
-            .otherwise(F.lit(UNPARSEABLE))
-            .alias("reason"),
-            *metadata,
-        )
+        .where(F.col("malformed") | in_the_future(clock, max_future_s))
+        .select("value", reason.alias("reason"), *metadata)
     )
 
 
@@ -205,10 +236,9 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     given, receives each micro-batch's window counts after the alerts are written
     (metrics_record.metrics_sink: topic http-metrics).
     """
-    parsed = parse_access_log(log_lines(source))
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
     dead_letter_writer = (
-        dead_letters(parsed, clock, max_future_s)
+        dead_letters(log_lines(source), clock, max_future_s)
         # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
         .observe("dead_letters", F.count(F.lit(1)).alias("count"),
                  F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"),
@@ -221,7 +251,7 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
         .trigger(**(dead_letter_trigger or trigger))
         .option("checkpointLocation", str(Path(checkpoint) / "dead-letters"))
     )
-    alerts_input = parsed if alerts_source is None else parse_access_log(log_lines(alerts_source))
+    alerts_input = parse_access_log(log_lines(source if alerts_source is None else alerts_source))
     counts = entity_window_counts(
         # Filtered before the watermark: a far-future line must never advance it.
         valid_lines(alerts_input, clock, max_future_s)
