@@ -127,20 +127,23 @@ def start_analyzer_script(args, topics: dict[str, str], work: Path,
     """finale/spark_streaming_analyzer.py on `topics` (earliest offsets, a fresh checkpoint, the
     documented default thresholds written to `work`, --master args.master) + `flags`; its output
     goes to work/analyzer.log. (An explicit --thresholds path must exist: the analyzer refuses a
-    missing one rather than fall back to the defaults.)"""
+    missing one rather than fall back to the defaults.) With `args.code_root` (a folder holding
+    another revision's finale/, bench_finale_catchup.code_of), that revision's analyzer runs."""
     import json
 
     from finale.analyzer.thresholds import DEFAULT_THRESHOLDS
 
+    root = getattr(args, "code_root", None) or ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)} if root != ROOT else None
     (work / "thresholds.json").write_text(json.dumps(DEFAULT_THRESHOLDS))
     with open(work / "analyzer.log", "w") as log_file:
         return subprocess.Popen(
-            [sys.executable, str(ROOT / "finale" / "spark_streaming_analyzer.py"),
+            [sys.executable, str(root / "finale" / "spark_streaming_analyzer.py"),
              "--bootstrap-servers", args.bootstrap_servers, "--topic", topics["logs"],
              "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
              "--starting-offsets", "earliest", "--checkpoint", str(work / "ck"),
              "--thresholds", str(work / "thresholds.json"), "--master", args.master, *flags],
-            stdout=log_file, stderr=subprocess.STDOUT)
+            stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
 
 def start_queries(spark, bootstrap, topics, checkpoint, trigger):

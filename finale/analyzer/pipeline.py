@@ -23,7 +23,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 
-from finale.analyzer.access_log import LINE_PATTERN, TIME_GROUP, parse_access_log, parse_time
+from finale.analyzer.access_log import (
+    LINE_PATTERN,
+    TIME_GROUP,
+    parse_access_log,
+    parse_time,
+    without_separator,
+)
 from finale.analyzer.checkpoint import alerts_checkpoint_plan
 from finale.analyzer.metrics import entity_window_counts
 from finale.analyzer.rules import fire_all
@@ -107,15 +113,27 @@ def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
     # Two projections: the reason reads `time` and `event_time` several times, and Spark keeps
     # projections apart rather than run the regex or the date's arithmetic once per use.
     timed = (
-        lines.select("value", *metadata,
-                     F.regexp_extract("value", LINE_PATTERN, TIME_GROUP).alias("time"))
+        lines.select("value", *metadata, F.coalesce(
+            F.regexp_extract(without_separator(F.col("value")), LINE_PATTERN, TIME_GROUP),
+            F.lit("")).alias("time"))
         .select("value", *metadata, "time",
                 parse_time(F.nullif(F.col("time"), F.lit(""))).alias("event_time"))
     )
     reason = dead_letter_reason(F.col("value"), F.col("event_time"), F.col("time") != "",
                                 clock, max_future_s)
-    return (timed.select("value", reason.alias("reason"), *metadata)
-            .where(F.col("reason").isNotNull()))
+    dead = F.col("reason").isNotNull()
+    return (
+        timed.select("value", reason.alias("reason"), *metadata)
+        # Counted on the way (no extra pass) for the status line and /metrics
+        # (progress.observedMetrics). Also a wall: the optimizer never moves a filter across an
+        # observe, and pushed below the projections, the filter would inline the regex and the
+        # date's arithmetic into one CASE WHEN, where Spark runs them again for every use.
+        .observe("dead_letters", F.count_if(dead).alias("count"),
+                 F.count_if(F.col("reason") == FUTURE_TIMESTAMP).alias("future"),
+                 *(F.count_if(F.col("reason") == reason).alias(reason)
+                   for reason in DEAD_LETTER_REASONS))
+        .where(dead)
+    )
 
 
 def dead_letters_of_parse(parsed: DataFrame, clock: Column,
@@ -124,8 +142,8 @@ def dead_letters_of_parse(parsed: DataFrame, clock: Column,
     full parse): the reference verdict of the contract test, and the dead-letter path as it was
     before dead_letters (bench/bench_finale_catchup.py's "before")."""
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
-    reason = dead_letter_reason(F.col("value"), F.col("event_time"),
-                                F.col("value").rlike(LINE_PATTERN), clock, max_future_s)
+    shaped = F.coalesce(without_separator(F.col("value")).rlike(LINE_PATTERN), F.lit(False))
+    reason = dead_letter_reason(F.col("value"), F.col("event_time"), shaped, clock, max_future_s)
     return (
         parsed
         .where(F.col("malformed") | in_the_future(clock, max_future_s))
@@ -239,12 +257,6 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
     dead_letter_writer = (
         dead_letters(log_lines(source), clock, max_future_s)
-        # Counted on the way (no extra pass) for the status line: progress.observedMetrics.
-        .observe("dead_letters", F.count(F.lit(1)).alias("count"),
-                 F.count(F.when(F.col("reason") == FUTURE_TIMESTAMP, 1)).alias("future"),
-                 # Per reason, for the analyzer's /metrics (finale/analyzer/exporter.py).
-                 *(F.count(F.when(F.col("reason") == reason, 1)).alias(reason)
-                   for reason in DEAD_LETTER_REASONS))
         .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)

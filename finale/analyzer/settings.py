@@ -22,9 +22,11 @@ DEFAULT_DLQ_TOPIC = DEAD_LETTERS.name
 DEFAULT_METRICS_TOPIC = METRICS.name
 # Most Kafka records one micro-batch reads: after an outage or a burst the backlog is drained in
 # batches of this size instead of one batch holding all of it (memory, latency of the first alert).
-# The default keeps one such batch short on the default 2 cores, so alerts keep coming out while a
-# backlog drains (measured: bench/RESULTS.md; with a slower --trigger: docs/performance.md).
-DEFAULT_MAX_OFFSETS_PER_TRIGGER = 20_000
+# Chosen by measurement (bench/bench_finale_catchup.py, bench/RESULTS.md "catch-up"): large
+# enough that a batch's fixed cost is a small share of it, so a backlog drains near the uncapped
+# rate, and small enough that one batch stays a few seconds of work on the default 2 cores, so
+# the first alerts after an outage still come early.
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
 
 
 @dataclass(frozen=True)
