@@ -17,8 +17,9 @@ both comes from the same run on the same pre-loaded topics:
   lines/s = lines / wall time from the queries' start to the end of both (start-up included,
   Spark's own start excluded), and the longest micro-batch (triggerExecution).
 - catch-up: --backlog lines (10 minutes at 1,000 lines/s) already in a fresh topic when the
-  analyzer's queries start with their live triggers (alerts 1 s, dead letters 10 s) and default
-  cap: the time until both have read every line, and the longest micro-batch.
+  analyzer's queries start with their live triggers (alerts 1 s, dead letters 10 s, each wired as
+  that revision's app.py does) and default cap: the time until each query has read every line,
+  and the longest micro-batch.
 - latency: bench_finale_latency.run at each --latency-rates (the analyzer script itself, 1 s
   trigger, --latency-duration s of traffic, an 8 s incident every 2 s): p50 and p99 from a line to
   its alert.
@@ -78,8 +79,9 @@ def longest_batch_s(seen: dict[str, dict[int, dict]]) -> float:
 
 
 def start_case(spark, case: str, bootstrap: str, topics: dict, checkpoint: Path,
-               cap: int | None, trigger: dict, dead_letter_trigger: dict | None = None):
-    """The case's started queries, wired from the imported revision's finale functions."""
+               cap: int | None, trigger: dict, dead_letter_every: str | None = None):
+    """The case's started queries, wired from the imported revision's finale functions as its
+    app.py wires them (`dead_letter_every`: --dead-letter-trigger, for a live `trigger`)."""
     from pyspark.sql import functions as F
 
     from finale.analyzer import pipeline, sinks
@@ -89,6 +91,14 @@ def start_case(spark, case: str, bootstrap: str, topics: dict, checkpoint: Path,
 
     settings = Settings(thresholds_path=Path("/nonexistent/thresholds.json"))
     source = pipeline.kafka_source(spark, bootstrap, topics["logs"], "earliest", cap)
+    extra = {}
+    if dead_letter_every is None:
+        dead_letter_trigger = None
+    elif hasattr(pipeline, "dead_letter_reading"):
+        extra["dead_letter_source"], dead_letter_trigger = pipeline.dead_letter_reading(
+            spark, bootstrap, topics["logs"], "earliest", cap, trigger, dead_letter_every)
+    else:  # revisions before it: a fixed interval
+        dead_letter_trigger = {"processingTime": dead_letter_every}
     if case == "ceiling":
         parsed = parse_access_log(pipeline.log_lines(source))
         counts = entity_window_counts(
@@ -103,7 +113,7 @@ def start_case(spark, case: str, bootstrap: str, topics: dict, checkpoint: Path,
         dead_letter_sink=sinks.kafka_sink(
             bootstrap, topics["dlq"], lambda dead: sinks.dead_letter_records(dead, topics["logs"])),
         checkpoint=checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
-        settings=settings, log=lambda message: None)
+        settings=settings, log=lambda message: None, **extra)
     return [writer.start() for writer in writers.values()]
 
 
@@ -145,22 +155,22 @@ def child(options: dict) -> int:
         queries = start_case(
             spark, "analyzer", bootstrap, options["backlog_topics"], work / "catch-up",
             DEFAULT_MAX_OFFSETS_PER_TRIGGER, {"processingTime": defaults.get_default("trigger")},
-            {"processingTime": defaults.get_default("dead_letter_trigger")})
+            defaults.get_default("dead_letter_trigger"))
         seen: dict[str, dict[int, dict]] = {}
+        caught_up: dict[str, float] = {}  # query name -> seconds until it had read every line
         deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
+        while len(caught_up) < len(queries) and time.monotonic() < deadline:
             for name, batches in progress_of(queries).items():
                 seen.setdefault(name, {}).update(batches)
-            done = [sum(p["numInputRows"] for p in batches.values()) for batches in seen.values()]
-            if len(done) == len(queries) and min(done) >= backlog:
-                break
+                if (name not in caught_up
+                        and sum(p["numInputRows"] for p in seen[name].values()) >= backlog):
+                    caught_up[name] = time.monotonic() - began
             if any(q.exception() is not None for q in queries):
                 break
             time.sleep(0.2)
-        caught_up = time.monotonic() - began
         for query in queries:
             query.stop()
-        print(json.dumps({"case": "catch-up", "wall_s": caught_up, "lines/s": backlog / caught_up,
+        print(json.dumps({"case": "catch-up", "caught_up_s": caught_up,
                           "cap": DEFAULT_MAX_OFFSETS_PER_TRIGGER,
                           "longest_batch_s": longest_batch_s(seen),
                           "batches": max(len(b) for b in seen.values())}), flush=True)
@@ -294,10 +304,11 @@ def report(args, results, latency, load_before) -> None:
     print("\n| catch-up of the backlog (live triggers, default cap) | before | after |")
     print("|---|---:|---:|")
     rows = {label: by[label].get("catch-up", {}) for label in ("before", "after")}
-    print("| time to read every line, s | "
-          + " | ".join(f"{rows[k].get('wall_s', 0):.1f}" for k in ("before", "after")) + " |")
-    print("| lines/s | " + " | ".join(f"{rows[k].get('lines/s', 0):,.0f}"
-                                       for k in ("before", "after")) + " |")
+    for query in ("alerts", "dead-letters"):
+        times = [rows[k].get("caught_up_s", {}).get(query) for k in ("before", "after")]
+        print(f"| {query}: time to read every line, s (lines/s) | "
+              + " | ".join("not caught up" if t is None else f"{t:.1f} ({args.backlog / t:,.0f})"
+                           for t in times) + " |")
     print("| longest micro-batch, s | "
           + " | ".join(f"{rows[k].get('longest_batch_s', 0):.1f}" for k in ("before", "after"))
           + " |")

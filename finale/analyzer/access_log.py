@@ -30,13 +30,17 @@ LINE_PATTERN = (
     # vhost_combined's %v:%p, skipped. An IPv4 client or a host name has no colon, an IPv6 client
     # no `:digits ` before its first space; possessive, so a line without it costs no backtracking.
     r'^(?:[^\s:]++:\d++ )?'
-    r'(\S+) (\S+) (\S+) \[([^\]]+)\] '                # %h %l %u [%t]
-    r'"(?:(\S+) (\S+?)(?: (\S+))?|[^"]*)" '           # "%r": method url protocol, or "-"
-    r'(\d{3}) (\d+|-)'                                # %>s %b
+    # No field holds \x01 (SEPARATOR: one would shift the fields after it). Apache writes control
+    # characters as \xhh, so a line with one is no access log. In the fields' own classes, so it
+    # costs no second scan of the line.
+    r'([^\s\x01]+) ([^\s\x01]+) ([^\s\x01]+) \[([^\]\x01]+)\] '          # %h %l %u [%t]
+    # "%r": method url protocol, or anything else without a quote (e.g. "-")
+    r'"(?:([^\s\x01]+) ([^\s\x01]+?)(?: ([^\s\x01]+))?|[^"\x01]*)" '
+    r'(\d{3}) (\d+|-)'                                                   # %>s %b
     # "%{Referer}i" "%{User-agent}i" with their \" escapes, unrolled: the plain alternation
     # (?:[^"\\]|\\.)* recurses once per character in Java's regex engine and overflows its stack
     # on a long user agent.
-    r'(?: "([^"\\]*(?:\\.[^"\\]*)*)" "([^"\\]*(?:\\.[^"\\]*)*)")?'
+    r'(?: "([^"\\\x01]*(?:\\[^\x01][^"\\\x01]*)*)" "([^"\\\x01]*(?:\\[^\x01][^"\\\x01]*)*)")?'
     r'\s*$'
 )
 # Every line matches as a whole: a non-log line through the second alternative, with empty
@@ -48,14 +52,6 @@ FIELDS = ("ip", "ident", "user", "time", "method", "url", "protocol",
 TIME_GROUP = FIELDS.index("time") + 1
 SEPARATOR = "\u0001"
 TIME_FORMAT = "dd/MMM/yyyy:HH:mm:ss Z"
-
-
-def without_separator(value: Column) -> Column:
-    """The line, or null if it holds SEPARATOR (\\x01): a \\x01 inside a field would shift the
-    fields after it. Apache writes control characters as \\xhh, so such a line is no access log.
-    (A byte search, cheaper than a lookahead in LINE_PATTERN, which would scan every line again.)
-    """
-    return F.when(F.instr(value, SEPARATOR) == 0, value)
 
 
 MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
@@ -128,7 +124,7 @@ def parse_access_log(lines: DataFrame) -> DataFrame:
     split_lines = lines.select(
         "value", *extra,
         F.split(
-            F.regexp_replace(without_separator(F.col("value")), LOG_PATTERN,
+            F.regexp_replace("value", LOG_PATTERN,
                              SEPARATOR.join(f"${i}" for i in range(1, len(FIELDS) + 1))),
             SEPARATOR,
         ).alias("fields"),

@@ -33,7 +33,12 @@ from finale.analyzer.checkpoint import (
     record_description,
 )
 from finale.analyzer.metrics_record import metrics_sink
-from finale.analyzer.pipeline import build_queries, emitted_at, kafka_source
+from finale.analyzer.pipeline import (
+    build_queries,
+    dead_letter_reading,
+    emitted_at,
+    kafka_source,
+)
 from finale.analyzer.settings import (
     DEFAULT_ALERTS_TOPIC,
     DEFAULT_CHECKPOINT,
@@ -112,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Dead letters are for a person to read later, and each of their batches takes a core from
     # the alerts query for a while: fewer, larger batches keep the alerts early.
     add("--dead-letter-trigger", default="10 seconds",
-        help="micro-batch interval of the dead-letter query (Spark interval); with --trigger "
-             "available-now both queries process what is in the topic and exit")
+        help="longest wait between two micro-batches of the dead-letter query while lines come "
+             "in (Spark interval); it runs one sooner as soon as --max-offsets-per-trigger "
+             "records are there (with no cap: its fixed interval). With --trigger available-now "
+             "both queries process what is in the topic and exit")
     add("--min-requests", type=int, default=Settings.min_requests,
         help="fewest requests in a window for it to alert")
     add("--min-errors", type=int, default=Settings.min_errors,
@@ -304,8 +311,6 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     trigger = ({"availableNow": True} if args.trigger == "available-now"
                else {"processingTime": args.trigger})
-    dead_letter_trigger = ({"availableNow": True} if args.trigger == "available-now"
-                           else {"processingTime": args.dead_letter_trigger})
     try:
         spark = spark_session("chaussettes-finale-analyzer", args.master, jars=jars,
                               ui=is_local(args.master) or args.spark_ui,
@@ -328,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
         alerts_source = kafka_source(spark, args.bootstrap_servers, args.topic,
                                      args.starting_offsets, args.max_offsets_per_trigger,
                                      starting_timestamp_ms=int(plan.since * 1000))
+    dead_letter_source, dead_letter_trigger = dead_letter_reading(
+        spark, args.bootstrap_servers, args.topic, args.starting_offsets,
+        args.max_offsets_per_trigger, trigger, args.dead_letter_trigger)
     record_description(plan)
     status = StatusFile(args.status_file)
     window_sink = None
@@ -342,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
                                     lambda dead: dead_letter_records(dead, args.topic)),
         checkpoint=args.checkpoint, trigger=trigger, dead_letter_trigger=dead_letter_trigger,
         settings=settings, log=log, alerts_source=alerts_source, alerts_checkpoint=plan.path,
-        metrics_sink=window_sink)
+        metrics_sink=window_sink, dead_letter_source=dead_letter_source)
     listener = make_status_listener(handler.stats, status, log, handler.thresholds)
     spark.streams.addListener(listener)
     if metrics is not None:
@@ -351,7 +359,9 @@ def run(args: argparse.Namespace) -> int:
         spark.streams.addListener(metrics.listener(handler.by_rule))
     queries = [writer.start() for writer in writers.values()]
     dead_letter_note = ("" if args.trigger == "available-now"
-                        else f" (dead letters {args.dead_letter_trigger})")
+                        else f" (dead letters: {args.dead_letter_trigger} at most"
+                             + (f" or every {args.max_offsets_per_trigger} lines)"
+                                if args.max_offsets_per_trigger else ")"))
     log(f"started queries {', '.join(writers)}: {args.topic} -> {args.alerts_topic} "
         f"(+ {args.dlq_topic}{', ' + args.metrics_topic if args.metrics_topic else ''}) "
         f"on {args.bootstrap_servers}, window {args.window} "

@@ -28,7 +28,6 @@ from finale.analyzer.access_log import (
     TIME_GROUP,
     parse_access_log,
     parse_time,
-    without_separator,
 )
 from finale.analyzer.checkpoint import alerts_checkpoint_plan
 from finale.analyzer.metrics import entity_window_counts
@@ -113,9 +112,8 @@ def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
     # Two projections: the reason reads `time` and `event_time` several times, and Spark keeps
     # projections apart rather than run the regex or the date's arithmetic once per use.
     timed = (
-        lines.select("value", *metadata, F.coalesce(
-            F.regexp_extract(without_separator(F.col("value")), LINE_PATTERN, TIME_GROUP),
-            F.lit("")).alias("time"))
+        lines.select("value", *metadata,
+                     F.regexp_extract("value", LINE_PATTERN, TIME_GROUP).alias("time"))
         .select("value", *metadata, "time",
                 parse_time(F.nullif(F.col("time"), F.lit(""))).alias("event_time"))
     )
@@ -142,8 +140,8 @@ def dead_letters_of_parse(parsed: DataFrame, clock: Column,
     full parse): the reference verdict of the contract test, and the dead-letter path as it was
     before dead_letters (bench/bench_finale_catchup.py's "before")."""
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
-    shaped = F.coalesce(without_separator(F.col("value")).rlike(LINE_PATTERN), F.lit(False))
-    reason = dead_letter_reason(F.col("value"), F.col("event_time"), shaped, clock, max_future_s)
+    reason = dead_letter_reason(F.col("value"), F.col("event_time"),
+                                F.col("value").rlike(LINE_PATTERN), clock, max_future_s)
     return (
         parsed
         .where(F.col("malformed") | in_the_future(clock, max_future_s))
@@ -153,10 +151,14 @@ def dead_letters_of_parse(parsed: DataFrame, clock: Column,
 
 def kafka_source(spark: SparkSession, bootstrap_servers: str, topic: str, starting_offsets: str,
                  max_offsets_per_trigger: int | None,
-                 starting_timestamp_ms: int | None = None) -> DataFrame:
+                 starting_timestamp_ms: int | None = None,
+                 min_offsets_per_trigger: int | None = None,
+                 max_trigger_delay_s: float | None = None) -> DataFrame:
     """The Kafka records of `topic`. A query without checkpoint starts at `starting_offsets`
     (latest, earliest) or, when given, at the first record of each partition stamped at or after
-    `starting_timestamp_ms` (a partition without one starts at its end)."""
+    `starting_timestamp_ms` (a partition without one starts at its end). With
+    `min_offsets_per_trigger`, a micro-batch waits until that many records are there or
+    `max_trigger_delay_s` passed since the last one."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -171,7 +173,30 @@ def kafka_source(spark: SparkSession, bootstrap_servers: str, topic: str, starti
                   .option("startingOffsetsByTimestampStrategy", "latest"))
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    if min_offsets_per_trigger:
+        reader = reader.option("minOffsetsPerTrigger", str(min_offsets_per_trigger))
+        if max_trigger_delay_s is not None:
+            reader = reader.option("maxTriggerDelay", f"{round(max_trigger_delay_s * 1000)}ms")
     return reader.load()
+
+
+def dead_letter_reading(spark: SparkSession, bootstrap_servers: str, topic: str,
+                        starting_offsets: str, max_offsets_per_trigger: int | None,
+                        trigger: dict, every: str) -> tuple[DataFrame | None, dict]:
+    """The dead-letter query's own source and trigger, for a live `trigger` (processingTime) with
+    a cap: a batch at most `every` (a Spark interval) apart while lines come in, and as soon as a
+    whole cap of records is there. So a few lines wait `every` and cost one batch, while a backlog
+    or a high rate is read in full batches at the alerts query's pace. (A fixed `every` trigger
+    would read at most one cap per `every`: a ceiling on the rate the query can keep up with.)
+    (None, {"processingTime": every}) otherwise: no cap, or an available-now run, which reads
+    everything anyway."""
+    if not max_offsets_per_trigger or "processingTime" not in trigger:
+        return None, ({"processingTime": every} if "processingTime" in trigger else trigger)
+    source = kafka_source(spark, bootstrap_servers, topic, starting_offsets,
+                          max_offsets_per_trigger,
+                          min_offsets_per_trigger=max_offsets_per_trigger,
+                          max_trigger_delay_s=duration_seconds(every))
+    return source, trigger
 
 
 def emitted_at() -> Column:
@@ -240,14 +265,16 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
                   counts_sink: BatchSink | None = None, log: Callable[[str], None] = print,
                   dead_letter_trigger: dict | None = None, alerts_source: DataFrame | None = None,
                   alerts_checkpoint: Path | None = None, metrics_sink: BatchSink | None = None,
+                  dead_letter_source: DataFrame | None = None,
                   ) -> tuple[dict[str, DataStreamWriter], AlertBatch]:
     """The two queries as unstarted writers {"dead-letters": ..., "alerts": ...} + the alert
     handler.
 
     `source`: a streaming frame with a `value` column (Kafka records, or a memory/rate source in
     tests); `alerts_source`, if given, is the alerts query's own (app.py rewinds it after a change
-    of the state's schema). Sinks are foreachBatch functions; `trigger` is passed to
-    DataStreamWriter.trigger (e.g. {"processingTime": "5 seconds"} or {"availableNow": True}),
+    of the state's schema), `dead_letter_source` the dead-letter query's (dead_letter_reading).
+    Sinks are foreachBatch functions; `trigger` is passed to DataStreamWriter.trigger (e.g.
+    {"processingTime": "5 seconds"} or {"availableNow": True}),
     `dead_letter_trigger` the dead-letter query's if it differs. The dead-letter query checkpoints
     in `checkpoint`/dead-letters, the alerts query in `alerts_checkpoint`, by default the folder of
     its state's schema under `checkpoint` (checkpoint.alerts_checkpoint_plan). `metrics_sink`, if
@@ -256,7 +283,8 @@ def build_queries(source: DataFrame, *, alert_sink: BatchSink, dead_letter_sink:
     """
     max_future_s, clock = duration_seconds(settings.max_future), record_clock(source)
     dead_letter_writer = (
-        dead_letters(log_lines(source), clock, max_future_s)
+        dead_letters(log_lines(source if dead_letter_source is None else dead_letter_source),
+                     clock, max_future_s)
         .writeStream
         .queryName("dead-letters")
         .foreachBatch(dead_letter_sink)
