@@ -411,6 +411,57 @@ def final_status(status_path, name, **expected) -> dict:
 @pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.timeout(600)  # three batches of a 3,000-line run on a loaded 2-core machine
+def test_live_dead_letters_read_each_whole_cap_at_once_and_a_part_after_their_interval(
+        spark, kafka, traffic, tmp_path):
+    """pipeline.dead_letter_reading, as app.py wires it for a live trigger: the dead-letter query
+    reads a whole cap of records as soon as it is there (a backlog drains at the alerts' pace),
+    never a partial one before its interval, and a partial one once the interval passed."""
+    _, quiet, _ = traffic
+
+    def dead_letter_query(topic, every, name):
+        source, trigger = pipeline.dead_letter_reading(
+            spark, kafka, topic, "earliest", 100, {"processingTime": "1 second"}, every)
+        assert trigger == {"processingTime": "1 second"}  # the alerts query's, checked each second
+        writers, _ = pipeline.build_queries(
+            source, alert_sink=Capture(), dead_letter_sink=Capture(), checkpoint=tmp_path / name,
+            trigger=trigger, settings=SETTINGS, log=lambda message: None,
+            dead_letter_source=source)
+        return writers["dead-letters"].start()
+
+    def batches(query) -> list[int]:
+        return [p["numInputRows"] for p in query.recentProgress if p["numInputRows"]]
+
+    # An interval of an hour: only whole caps are read. 250 records: 100, 100, then 50 wait.
+    topic, = new_topics(kafka, "dlq-caps", partitions=1)
+    send(kafka, topic, quiet[:250])
+    query = dead_letter_query(topic, "1 hour", "caps")
+    try:
+        wait_for(lambda: sum(batches(query)) == 200, TIMEOUT, "two whole caps read")
+        send(kafka, topic, quiet[250:300])  # 50 + 50 waiting: a whole cap again
+        wait_for(lambda: sum(batches(query)) == 300, TIMEOUT, "the third cap read")
+        assert batches(query) == [100, 100, 100]
+        assert query.exception() is None
+    finally:
+        query.stop()
+    # An interval of 2 seconds: 30 records, less than a cap, are read once it passed.
+    topic, = new_topics(kafka, "dlq-interval", partitions=1)
+    send(kafka, topic, quiet[:30])
+    query = dead_letter_query(topic, "2 seconds", "interval")
+    try:
+        wait_for(lambda: batches(query) == [30], TIMEOUT, "the 30 records read after 2 s")
+    finally:
+        query.stop()
+
+
+def test_dead_letter_reading_off_without_a_cap_or_a_live_trigger(spark):
+    assert pipeline.dead_letter_reading(spark, "unused:9092", "t", "earliest", 0,
+                                        {"processingTime": "1 second"}, "10 seconds") == (
+        None, {"processingTime": "10 seconds"})
+    assert pipeline.dead_letter_reading(spark, "unused:9092", "t", "earliest", 100,
+                                        {"availableNow": True}, "10 seconds") == (
+        None, {"availableNow": True})
+
+
 def test_a_line_dated_2099_is_a_dead_letter_and_alerting_goes_on(spark, kafka, traffic, tmp_path):
     with_incidents, _, truth = traffic
     topic, dlq_topic = new_topics(kafka, "future", "future-dlq", partitions=1)

@@ -26,7 +26,7 @@ DEFAULT_METRICS_TOPIC = METRICS.name
 # enough that a batch's fixed cost is a small share of it, so a backlog drains near the uncapped
 # rate, and small enough that one batch stays a few seconds of work on the default 2 cores, so
 # the first alerts after an outage still come early.
-DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 200_000
 
 
 @dataclass(frozen=True)
