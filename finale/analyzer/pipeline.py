@@ -137,8 +137,8 @@ def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
 def dead_letters_of_parse(parsed: DataFrame, clock: Column,
                           max_future_s: float = MAX_FUTURE_S) -> DataFrame:
     """The same dead letters as dead_letters, from parse_access_log's output (the alerts query's
-    full parse): the reference verdict of the contract test, and the dead-letter path as it was
-    before dead_letters (bench/bench_finale_catchup.py's "before")."""
+    full parse): the reference verdict that tests/test_contract_dead_letters.py holds
+    dead_letters to."""
     metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
     reason = dead_letter_reason(F.col("value"), F.col("event_time"),
                                 F.col("value").rlike(LINE_PATTERN), clock, max_future_s)
