@@ -48,8 +48,8 @@ BENCHMARKS = {
                          ["latency", "--rate", "1000", "--duration", "240"], True),
     # The analyzer before (git revision bench_finale_catchup.BEFORE) and after, at the issue's
     # size in both modes: the ceiling, uncapped, the default cap, an outage's backlog, latency.
-    "catch-up": ("bench_finale_catchup.py", ["--lines", "1000000", "--caps", "200000"],
-                 ["--lines", "1000000", "--caps", "50000,200000"], True),
+    "catch-up": ("bench_finale_catchup.py", ["--lines", "1000000", "--caps", "100000"],
+                 ["--lines", "1000000", "--caps", "100000,400000"], True),
     "batch-cost": ("bench_finale_batch_cost.py", ["--lines", "30000", "--per-batch", "1500"],
                    [], True),
     # An incident every 2 s, 8 s each: enough alerts in a 90 s run at 1,000 lines/s for a p99
