@@ -54,7 +54,7 @@ ship:
 	@$(MAKE) --no-print-directory $(VENV)/.installed
 	@$(PY) finale/ship.py --access-log "$(ACCESS_LOG)"
 
-# Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 27 minutes on 2 idle cores, on a
+# Every benchmark of bench/ (bench/run_all.py) into bench/RESULTS.md, about 48 minutes on 2 idle cores (27 + the 21 of catch-up), on a
 # private broker. The issue's sizes (1,000,000 lines, about an hour): BENCH_ARGS=--full.
 bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run_all.py $(BENCH_ARGS)
