@@ -48,7 +48,7 @@ CASES = [
     (GOOD + "\r\n", OK),
     (GOOD.replace(" - - ", "\n- - "), "unparseable"),
     ("abc\ndef", "unparseable"),
-    # \x01, the parser's field separator, anywhere: no access log (Apache writes \x01 as \\x01).
+    # \x01, the parser's field separator, in a field: no access log (Apache writes \x01 as \\x01).
     (GOOD.replace("/a ", "/a\x01b "), "unparseable"),
     (GOOD.replace("10.0.0.1", "10.0\x01.0.1"), "unparseable"),
     (GOOD.replace("curl", "cu\x01rl"), "unparseable"),
