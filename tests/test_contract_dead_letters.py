@@ -1,6 +1,7 @@
 """The dead-letter verdict contract: the dead-letter query's cheap verdict (pipeline.dead_letters:
 one match of LINE_PATTERN, the date, the future check) and the alerts query's full parse
-(parse_access_log -> valid_lines, and dead_letters_of_parse, the reference) agree on every line.
+(parse_access_log -> valid_lines, and dead_letters_of_parse below, the reference) agree on every
+line.
 
 Every line is either counted by the windows or a dead letter, never both and never neither, with
 the same reason from both paths: hand-written lines with their expected reasons, then the real log
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from test_contract_parser import MALFORMED, WELL_FORMED
 
 from finale.analyzer import pipeline
-from finale.analyzer.access_log import parse_access_log
+from finale.analyzer.access_log import LINE_PATTERN, parse_access_log
 
 FIXTURE = ROOT / "finale" / "data" / "secrepo-2021-10-22-to-26.log.gz"
 # The record's timestamp every line is judged against (the broker's clock on http-logs).
@@ -68,6 +69,17 @@ def records(spark, lines):
         "kafka_timestamp timestamp")
 
 
+def dead_letters_of_parse(parsed, clock):
+    """The dead letters from parse_access_log's output (the alerts query's full parse), with
+    pipeline.dead_letter_reason: the reference verdict pipeline.dead_letters is held to."""
+    metadata = [name for name, _, _ in pipeline.KAFKA_METADATA if name in parsed.columns]
+    reason = pipeline.dead_letter_reason(F.col("value"), F.col("event_time"),
+                                         F.col("value").rlike(LINE_PATTERN), clock,
+                                         pipeline.MAX_FUTURE_S)
+    return (parsed.where(F.col("malformed") | pipeline.in_the_future(clock))
+            .select("value", reason.alias("reason"), *metadata))
+
+
 def verdicts(spark, lines) -> dict[str, dict[int, str | None]]:
     """offset -> reason (None: counted) by each path: the dead-letter query's verdict, the full
     parse's reference, and valid_lines (the alerts query's input) as the complement."""
@@ -82,7 +94,7 @@ def verdicts(spark, lines) -> dict[str, dict[int, str | None]]:
                pipeline.valid_lines(parsed, clock).select("kafka_offset").collect()}
     return {
         "dead_letters": reasons(pipeline.dead_letters(frame, clock)),
-        "dead_letters_of_parse": reasons(pipeline.dead_letters_of_parse(parsed, clock)),
+        "dead_letters_of_parse": reasons(dead_letters_of_parse(parsed, clock)),
         "valid_lines": {offset: OK if offset in counted else "left out"
                         for offset in range(len(lines))},
     }

@@ -73,10 +73,12 @@ def record_clock(source: DataFrame) -> Column:
     return F.col("kafka_timestamp") if "timestamp" in source.columns else F.current_timestamp()
 
 
-def in_the_future(clock: Column, max_future_s: float = MAX_FUTURE_S) -> Column:
-    """True for a parsed line dated more than max_future_s after `clock` (record_clock's)."""
+def in_the_future(clock: Column, max_future_s: float = MAX_FUTURE_S,
+                  event_time: Column | None = None) -> Column:
+    """True for a line whose `event_time` (default: the column event_time) is more than
+    max_future_s after `clock` (record_clock's)."""
     tolerance = F.make_dt_interval(secs=F.lit(max_future_s).cast("decimal(18,6)"))
-    return F.col("event_time") > clock + tolerance
+    return (F.col("event_time") if event_time is None else event_time) > clock + tolerance
 
 
 def valid_lines(parsed: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
@@ -95,8 +97,7 @@ def dead_letter_reason(value: Column, event_time: Column, shaped: Column, clock:
             .when(~shaped, F.lit(UNPARSEABLE))
             # The line has the access-log shape but its [%t] does not parse (e.g. 31/Feb).
             .when(event_time.isNull(), F.lit(BAD_TIMESTAMP))
-            .when(event_time > clock + F.make_dt_interval(
-                secs=F.lit(max_future_s).cast("decimal(18,6)")), F.lit(FUTURE_TIMESTAMP)))
+            .when(in_the_future(clock, max_future_s, event_time), F.lit(FUTURE_TIMESTAMP)))
 
 
 def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTURE_S) -> DataFrame:
@@ -106,8 +107,8 @@ def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
 
     The verdict needs the line's shape and its date only: one match of LINE_PATTERN (its %t group,
     empty if the line does not match) and parse_time, the parser's own, then the future check
-    against the same `clock`. The typed fields are the alerts query's work. The contract test holds
-    this verdict to dead_letters_of_parse's on every line (tests/test_contract_dead_letters.py)."""
+    against the same `clock`. The typed fields are the alerts query's work.
+    tests/test_contract_dead_letters.py holds this verdict to the full parse's on every line."""
     metadata = [name for name, _, _ in KAFKA_METADATA if name in lines.columns]
     # Two projections: the reason reads `time` and `event_time` several times, and Spark keeps
     # projections apart rather than run the regex or the date's arithmetic once per use.
@@ -131,21 +132,6 @@ def dead_letters(lines: DataFrame, clock: Column, max_future_s: float = MAX_FUTU
                  *(F.count_if(F.col("reason") == reason).alias(reason)
                    for reason in DEAD_LETTER_REASONS))
         .where(dead)
-    )
-
-
-def dead_letters_of_parse(parsed: DataFrame, clock: Column,
-                          max_future_s: float = MAX_FUTURE_S) -> DataFrame:
-    """The same dead letters as dead_letters, from parse_access_log's output (the alerts query's
-    full parse): the reference verdict that tests/test_contract_dead_letters.py holds
-    dead_letters to."""
-    metadata = [name for name, _, _ in KAFKA_METADATA if name in parsed.columns]
-    reason = dead_letter_reason(F.col("value"), F.col("event_time"),
-                                F.col("value").rlike(LINE_PATTERN), clock, max_future_s)
-    return (
-        parsed
-        .where(F.col("malformed") | in_the_future(clock, max_future_s))
-        .select("value", reason.alias("reason"), *metadata)
     )
 
 
